@@ -1,0 +1,219 @@
+"""The photo rules: each turns a measurement into findings with a code, a limit and a hint.
+
+Each code of the DESIGN table has exactly one function here, and every limit comes from
+`CheckConfig`. Measurements that need pixels (sharpness, brightness) are pure functions
+over the working copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from .body import Hips
+from .codes import CODES
+from .config import CheckConfig
+from .faces import Face, HeadPose
+from .ingest import ImageInfo
+
+__all__ = ["Finding", "Severity", "ORDER", "image_size", "face_count", "face_size", "face_cut_off",
+           "pose", "blur", "exposure", "body_cut_off", "face_presence", "face_sharpness", "face_luma", "ext_fit"]
+
+Severity = Literal["error", "warning"]
+#: Precedence of the codes: a photo's first error is its reason (labels' README order).
+ORDER = ("unreadable", "unsupported_format", "image_too_small", "image_too_large", "no_face",
+         "multiple_faces", "face_too_small", "face_too_large", "face_cut_off", "pose", "blur",
+         "dark", "overexposed", "body_cut_off")
+#: Side of the face crop on which sharpness is measured, so the score does not depend on
+#: the photo's resolution.
+SHARPNESS_SIDE = 128
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem (error) or risk (warning) found in a photo."""
+
+    code: str
+    severity: Severity
+    message: str
+    value: float | None = None
+    limit: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"Finding.code: expected one of {sorted(CODES)}, got {self.code!r}")
+
+    @property
+    def hint(self) -> str:
+        return CODES[self.code].hint
+
+    @property
+    def api_code(self) -> str:
+        return CODES[self.code].api_code
+
+    def to_dict(self) -> dict[str, Any]:
+        info = CODES[self.code]
+        return {"code": self.code, "severity": self.severity,
+                "value": None if self.value is None else round(float(self.value), 3),
+                "limit": None if self.limit is None else round(float(self.limit), 3),
+                "message": self.message, "hint": info.hint, "hint_zh": info.hint_zh,
+                "api_code": info.api_code}
+
+
+def _graded(code: str, value: float, error_at: float, warn_at: float, above: bool, what: str) -> list[Finding]:
+    """An error past `error_at`, a warning past `warn_at` (above or below the limits)."""
+    past = (lambda v, lim: v > lim) if above else (lambda v, lim: v < lim)
+    word = "above" if above else "below"
+    if past(value, error_at):
+        return [Finding(code, "error", f"{what} {value:.1f} is {word} the limit {error_at:g}", value, error_at)]
+    if past(value, warn_at):
+        return [Finding(code, "warning", f"{what} {value:.1f} is close to the limit {error_at:g}", value, warn_at)]
+    return []
+
+
+def image_size(info: ImageInfo, cfg: CheckConfig) -> list[Finding]:
+    """The service's resolution rule: shorter side >= 400 px, longer side <= 7000 px."""
+    short, long = min(info.width, info.height), max(info.width, info.height)
+    out = []
+    if short < cfg.min_side:
+        out.append(Finding("image_too_small", "error",
+                           f"shorter side is {short} px; the service needs at least {cfg.min_side}",
+                           short, cfg.min_side))
+    if long > cfg.max_side:
+        out.append(Finding("image_too_large", "error",
+                           f"longer side is {long} px; the service accepts at most {cfg.max_side} "
+                           f"(the upload form can be downscaled)", long, cfg.max_side))
+    return out
+
+
+def face_count(faces: list[Face], primary: Face | None, cfg: CheckConfig) -> list[Finding]:
+    """no_face when nothing scores enough; multiple_faces for a second face of real size."""
+    if primary is None:
+        best = max((f.score for f in faces), default=0.0)
+        return [Finding("no_face", "error",
+                        f"no face scores {cfg.min_face_score:g} or more (best {best:.2f})",
+                        best, cfg.min_face_score)]
+    others = [f for f in faces if f is not primary and f.score >= cfg.min_face_score
+              and f.side >= cfg.other_face_min_rel_side * primary.side]
+    if others:
+        rel = max(f.side for f in others) / primary.side
+        return [Finding("multiple_faces", "error",
+                        f"{len(others) + 1} faces; the largest other one is {rel:.2f} of the main face's size",
+                        len(others) + 1, 1)]
+    return []
+
+
+def ext_fit(ext_found: bool, ratio: str, cfg: CheckConfig) -> list[Finding]:
+    """No ext_bbox of at least the floor fits: too large for 1:1, body missing for 3:4."""
+    if ext_found:
+        return []
+    if ratio == "1:1":
+        return [Finding("face_too_large", "error",
+                        f"no square crop of at least {cfg.ext_floor_11:g} face widths fits in the photo",
+                        None, cfg.ext_floor_11)]
+    return [Finding("body_cut_off", "error",
+                    f"no 3:4 crop of at least {cfg.ext_floor_34:g} face widths fits in the photo",
+                    None, cfg.ext_floor_34)]
+
+
+def face_size(face: Face, info: ImageInfo, ratio: str, cfg: CheckConfig) -> list[Finding]:
+    """Face height and area as shares of the photo (the labels' BodyProportion rule)."""
+    x1, y1, x2, y2 = face.xyxy
+    h_share = (y2 - y1) / info.height
+    area_share = (x2 - x1) * (y2 - y1) / (info.width * info.height)
+    small = cfg.face_too_small_h_11 if ratio == "1:1" else cfg.face_too_small_h_34
+    if h_share <= small:
+        return [Finding("face_too_small", "error",
+                        f"the face is {h_share:.0%} of the photo's height; more than {small:.0%} is needed",
+                        h_share, small)]
+    if h_share >= cfg.face_too_large_h:
+        return [Finding("face_too_large", "error",
+                        f"the face is {h_share:.0%} of the photo's height; keep it under {cfg.face_too_large_h:.0%}",
+                        h_share, cfg.face_too_large_h)]
+    if area_share >= cfg.face_too_large_area:
+        return [Finding("face_too_large", "error",
+                        f"the face covers {area_share:.0%} of the photo; keep it under {cfg.face_too_large_area:.0%}",
+                        area_share, cfg.face_too_large_area)]
+    return []
+
+
+def face_cut_off(face: Face, info: ImageInfo, cfg: CheckConfig) -> list[Finding]:
+    """Share of the (unclipped) face box that lies outside the photo."""
+    x1, y1, x2, y2 = face.xyxy
+    inside_w = max(0.0, min(x2, info.width) - max(x1, 0.0))
+    inside_h = max(0.0, min(y2, info.height) - max(y1, 0.0))
+    share = 1.0 - inside_w * inside_h / max((x2 - x1) * (y2 - y1), 1e-9)
+    if share >= cfg.face_cut_off_share:
+        return [Finding("face_cut_off", "error",
+                        f"{share:.0%} of the face lies outside the photo", share, cfg.face_cut_off_share)]
+    if share >= cfg.warn_face_cut_off_share:
+        return [Finding("face_cut_off", "warning",
+                        f"the face touches the border ({share:.0%} outside)", share, cfg.warn_face_cut_off_share)]
+    return []
+
+
+def pose(head: HeadPose, cfg: CheckConfig) -> list[Finding]:
+    """Yaw, pitch and roll against their limits; the worst axis speaks."""
+    if head.pitch >= 0:
+        nod = (head.pitch, cfg.max_pitch_up, cfg.warn_pitch_up, "pitch (looking up)")
+    else:
+        nod = (-head.pitch, cfg.max_pitch_down, cfg.warn_pitch_down, "pitch (looking down)")
+    axes = ((abs(head.yaw), cfg.max_yaw, cfg.warn_yaw, "yaw (head turned)"), nod,
+            (abs(head.roll), cfg.max_roll, cfg.warn_roll, "roll (head tilted)"))
+    errors = [a for a in axes if a[0] > a[1]]
+    if errors:
+        v, lim, _, what = max(errors, key=lambda a: a[0] / a[1])
+        return [Finding("pose", "error", f"{what} is {v:.0f} degrees; the limit is {lim:g}", v, lim)]
+    warns = [a for a in axes if a[0] > a[2]]
+    if warns:
+        v, _, lim, what = max(warns, key=lambda a: a[0] / a[2])
+        return [Finding("pose", "warning", f"{what} is {v:.0f} degrees, above {lim:g}", v, lim)]
+    return []
+
+
+def face_presence(presence: float, so_far: list[Finding], cfg: CheckConfig) -> list[Finding]:
+    """no_face when the mesh model doubts the detection is a face at all. Blurred, dark or
+    turned faces also lower the presence score, so it speaks only when nothing else did."""
+    if presence >= cfg.min_mesh_presence or any(f.severity == "error" for f in so_far):
+        return []
+    return [Finding("no_face", "error",
+                    f"the face model's presence score is {presence:.2f}: probably not a real face",
+                    presence, cfg.min_mesh_presence)]
+
+
+def face_sharpness(gray_face: np.ndarray) -> float:
+    """Variance of the Laplacian of the face resized to SHARPNESS_SIDE x SHARPNESS_SIDE."""
+    face = cv2.resize(gray_face, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(face.astype(np.float32), cv2.CV_32F).var())
+
+
+def face_luma(gray_face: np.ndarray) -> float:
+    """Mean grey level (0-255) of the face region."""
+    return float(gray_face.mean())
+
+
+def blur(sharpness: float, cfg: CheckConfig) -> list[Finding]:
+    return _graded("blur", sharpness, cfg.min_sharpness, cfg.warn_sharpness, False, "face sharpness")
+
+
+def exposure(luma: float, cfg: CheckConfig) -> list[Finding]:
+    """dark below the floor, overexposed above the ceiling (the face's mean grey level)."""
+    return (_graded("dark", luma, cfg.min_face_luma, cfg.warn_face_luma, False, "face brightness")
+            or _graded("overexposed", luma, cfg.max_face_luma, cfg.warn_max_face_luma, True, "face brightness"))
+
+
+def body_cut_off(hips: Hips, face: Face, info: ImageInfo, cfg: CheckConfig) -> list[Finding]:
+    """3:4 only: both hips must lie at least `hip_margin_faces` face sides above the bottom
+    edge (the pose model extrapolates hips into frames cut at the waist) and inside the sides."""
+    lowest = max(y for _, y in hips.points)
+    margin = (info.height - lowest) / face.side
+    outside_x = any(x < 0 or x > info.width for x, _ in hips.points)
+    if margin < cfg.hip_margin_faces or outside_x:
+        return [Finding("body_cut_off", "error",
+                        f"the hips are not clearly inside the photo (their margin to the bottom is "
+                        f"{margin:.1f} face heights, {cfg.hip_margin_faces:g} needed)",
+                        margin, cfg.hip_margin_faces)]
+    return []

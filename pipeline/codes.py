@@ -1,0 +1,80 @@
+"""The check codes of the JSON contract: the EMO error each one pre-empts and its hints.
+
+One row per code; the hint is for the person who took the photo, in English and Chinese
+(the service's users are mostly in China). Messages with measured values are written where
+the value is measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CodeInfo", "CODES"]
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    api_code: str
+    """The service error this finding pre-empts (spec section 3)."""
+    hint: str
+    hint_zh: str
+
+
+CODES: dict[str, CodeInfo] = {
+    "unreadable": CodeInfo(
+        "InvalidURL",
+        "The file is not a readable image (empty, truncated or not a picture). Export it again as JPEG.",
+        "文件无法读取（为空、不完整或不是图片），请重新导出为 JPEG。"),
+    "unsupported_format": CodeInfo(
+        "InvalidURL",
+        "Use a still JPEG, PNG, BMP or WebP photo.",
+        "请使用静态的 JPEG、PNG、BMP 或 WebP 照片。"),
+    "image_too_small": CodeInfo(
+        "InvalidFile.Resolution",
+        "Use a larger photo: at least 400 px on the shorter side.",
+        "请使用更大的照片：短边至少 400 像素。"),
+    "image_too_large": CodeInfo(
+        "InvalidFile.Resolution",
+        "Use a photo at most 7000 px on the longer side (emo-prep can downscale it for you).",
+        "照片长边不能超过 7000 像素（可由 emo-prep 自动缩小）。"),
+    "no_face": CodeInfo(
+        "InvalidFile.NoHuman",
+        "Use a photo where one person's face is clearly visible, facing the camera.",
+        "请使用能清楚看到一个人正脸的照片。"),
+    "multiple_faces": CodeInfo(
+        "InvalidFile.MultiHuman",
+        "Use a photo with only one person in it, or crop the others out.",
+        "照片中只能有一个人，请裁掉其他人。"),
+    "face_too_small": CodeInfo(
+        "InvalidFile.BodyProportion",
+        "Move closer or crop the photo so the face fills more of the frame.",
+        "请靠近拍摄或裁剪照片，让人脸在画面中更大一些。"),
+    "face_too_large": CodeInfo(
+        "InvalidFile.BodyProportion",
+        "Step back: the whole head, some hair and the shoulders should be in the frame.",
+        "请离远一点拍摄：画面应包含整个头部、部分头发和肩膀。"),
+    "face_cut_off": CodeInfo(
+        "InvalidFile.FullFace",
+        "The face touches the edge of the photo; frame the whole face with some space around it.",
+        "人脸被画面边缘截断，请让整张脸完整出现在画面中并留出空间。"),
+    "pose": CodeInfo(
+        "InvalidFile.FacePose",
+        "Face the camera with the head upright and look straight ahead.",
+        "请正对镜头，头部摆正，目视前方。"),
+    "blur": CodeInfo(
+        "InvalidFile.Value",
+        "The face is not sharp: hold the camera still, focus on the face and use more light.",
+        "人脸不清晰：请保持相机稳定、对焦在脸上，并增加光线。"),
+    "dark": CodeInfo(
+        "InvalidFile.Value",
+        "The face is too dark: take the photo in better light, facing the light source.",
+        "人脸太暗：请在光线充足处面向光源拍摄。"),
+    "overexposed": CodeInfo(
+        "InvalidFile.Value",
+        "The face is washed out: avoid direct flash or strong sunlight on the face.",
+        "人脸过曝：请避免闪光灯或强光直射面部。"),
+    "body_cut_off": CodeInfo(
+        "InvalidFile.FullBody",
+        "For a half-body (3:4) video the person must be visible from the head down to the hips.",
+        "半身视频（3:4）要求从头部到髋部完整可见。"),
+}

@@ -1,0 +1,364 @@
+"""Read a photo from a path, URL or bytes into a small BGR working copy, safely.
+
+The header is read first (Pillow, which sniffs the format from the bytes, never the name):
+size, format, EXIF orientation and frame count decide whether and how to decode. JPEGs are
+decoded at reduced scale by libjpeg's DCT scaling, so a 12 MP photo never exists at full
+resolution in memory. Pixel coordinates everywhere downstream are those of the full-size
+image as displayed (EXIF orientation applied); `LoadedImage.scale` maps the working copy to
+them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import (ALPHA_BACKGROUND_BGR, MAX_INPUT_BYTES, MAX_PIXELS, SERVICE_FORMATS,
+                     UPLOAD_JPEG_QUALITY, URL_TIMEOUT_S, WORK_LONG_SIDE)
+from .errors import InputError
+
+__all__ = ["ImageInfo", "LoadedImage", "UploadForm", "load_image", "decode_image",
+           "read_source", "expand_sources", "upload_form", "IMAGE_SUFFIXES"]
+
+#: File name endings picked up when a directory is given (explicit paths are always read).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif", ".avif",
+                  ".tif", ".tiff", ".gif")
+_EXIF_ORIENTATION_TAG = 0x0112
+_PIL_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "BMP": "bmp", "DIB": "bmp",
+                "WEBP": "webp", "HEIF": "heic", "AVIF": "avif", "TIFF": "tiff", "GIF": "gif"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the file is, as the JSON contract reports it."""
+
+    width: int
+    """Width in pixels as displayed (EXIF orientation applied)."""
+    height: int
+    """Height in pixels as displayed."""
+    format: str
+    """Sniffed from the bytes: jpeg, png, bmp, webp, heic, avif, tiff or gif."""
+    exif_orientation: int
+    """EXIF Orientation tag, 1 when absent."""
+    bytes: int
+    """Size of the file as read."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded photo: header facts, a reduced BGR working copy, and what upload needs."""
+
+    source: str
+    info: ImageInfo
+    pixels: np.ndarray = field(repr=False)
+    """BGR uint8 working copy in displayed orientation, long side about WORK_LONG_SIDE."""
+    scale: tuple[float, float]
+    """(sx, sy): full displayed pixels per working pixel, from the true sizes."""
+    fixes: tuple[str, ...]
+    """Normalisations the upload form needs (empty: the original bytes are uploaded)."""
+    data: bytes = field(repr=False)
+    """The original bytes, kept so the upload form can be made without reading again."""
+
+    def to_full(self, xy: np.ndarray) -> np.ndarray:
+        """Map working-copy (x, y) points, shape (..., 2), to full displayed pixels."""
+        return np.asarray(xy, dtype=np.float64) * np.array(self.scale)
+
+
+@dataclass(frozen=True)
+class UploadForm:
+    """The bytes to upload and how their pixels relate to the displayed image."""
+
+    data: bytes = field(repr=False)
+    format: str
+    width: int
+    height: int
+    scale: float
+    """Upload pixels per displayed pixel (1.0 unless downscaled to the service's limit)."""
+    fixes: tuple[str, ...]
+
+
+def read_source(source: str | os.PathLike[str], *, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """Bytes of a local file or an http(s) URL, refusing more than `max_bytes`."""
+    text = os.fspath(source)
+    if "://" in text:
+        return _fetch_url(text, max_bytes)
+    path = Path(text)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputError("unreadable", f"{text}: {size} bytes, more than the {max_bytes} accepted",
+                             hint="Use a smaller file.", value=size, limit=max_bytes)
+        with path.open("rb") as fh:
+            return fh.read(max_bytes + 1)
+    except IsADirectoryError as exc:
+        raise InputError("unreadable", f"{text}: is a directory") from exc
+    except OSError as exc:
+        raise InputError("unreadable", f"{text}: {exc.strerror or exc}") from exc
+
+
+def _fetch_url(url: str, max_bytes: int) -> bytes:
+    import httpx  # only URL sources pay for the import
+
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise InputError("unreadable", f"{url}: only http and https URLs are read, not {scheme}://",
+                         hint="Download the file and give its path.")
+    try:
+        with httpx.Client(timeout=URL_TIMEOUT_S, follow_redirects=True, max_redirects=5) as client:
+            with client.stream("GET", url) as response:
+                response.raise_for_status()
+                chunks: list[bytes] = []
+                total = 0
+                for chunk in response.iter_bytes():
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise InputError("unreadable", f"{url}: more than {max_bytes} bytes",
+                                         hint="Use a smaller file.", limit=max_bytes)
+                    chunks.append(chunk)
+                return b"".join(chunks)
+    except httpx.HTTPStatusError as exc:
+        raise InputError("unreadable", f"{url}: HTTP {exc.response.status_code}",
+                         hint="Check that the URL is public and points at the photo.") from exc
+    except httpx.HTTPError as exc:
+        raise InputError("unreadable", f"{url}: {type(exc).__name__}: {exc}",
+                         hint="Check the URL and the network, or download the file first.") from exc
+
+
+def expand_sources(items: list[str]) -> Iterator[str]:
+    """Paths and URLs as given, with each directory replaced by its images (recursive, sorted)."""
+    for item in items:
+        if "://" not in item and os.path.isdir(item):
+            for path in sorted(Path(item).rglob("*")):
+                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES \
+                        and not path.name.startswith("."):
+                    yield str(path)
+        else:
+            yield item
+
+
+def load_image(source: str | os.PathLike[str] | bytes, *, source_id: str | None = None) -> LoadedImage:
+    """Read and decode a photo from a path, an http(s) URL or raw bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(source), source_id or "<bytes>")
+    return decode_image(read_source(source), source_id or os.fspath(source))
+
+
+def _header(data: bytes, source: str) -> tuple[Image.Image, str, int]:
+    if not data:
+        raise InputError("unreadable", f"{source}: empty file")
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError("unreadable", f"{source}: more than {MAX_INPUT_BYTES} bytes",
+                         hint="Use a smaller file.", value=len(data), limit=MAX_INPUT_BYTES)
+    _register_plugins()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise InputError("image_too_large", f"{source}: {exc}", value=None, limit=MAX_PIXELS) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError("unreadable", f"{source}: not an image the decoders know") from exc
+    fmt = _PIL_FORMATS.get(im.format or "")
+    if fmt is None:
+        raise InputError("unsupported_format", f"{source}: {im.format} images are not supported")
+    try:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # a broken EXIF block is not worth refusing the photo for
+        orientation = 1
+    if orientation not in range(1, 9):
+        orientation = 1
+    return im, fmt, orientation
+
+
+_plugins_registered = False
+
+
+def _register_plugins() -> None:
+    global _plugins_registered
+    if not _plugins_registered:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+        _plugins_registered = True
+
+
+def decode_image(data: bytes, source: str) -> LoadedImage:
+    """Decode bytes into a LoadedImage; raises InputError with a check code on bad input."""
+    im, fmt, orientation = _header(data, source)
+    sw, sh = im.size
+    if sw < 1 or sh < 1:
+        raise InputError("unreadable", f"{source}: image has no pixels")
+    if sw * sh > MAX_PIXELS:
+        raise InputError("image_too_large",
+                         f"{source}: {sw}x{sh} = {sw * sh} pixels, more than the {MAX_PIXELS} decoded",
+                         value=sw * sh, limit=MAX_PIXELS)
+    if getattr(im, "is_animated", False) and getattr(im, "n_frames", 1) > 1:
+        raise InputError("unsupported_format",
+                         f"{source}: animated {fmt} with {im.n_frames} frames; EMO needs a still photo",
+                         hint="Export one frame as a JPEG or PNG photo.")
+    fixes: list[str] = []
+    if orientation != 1:
+        fixes.append("exif_orientation_applied")
+    if fmt not in SERVICE_FORMATS:
+        fixes.append(f"converted_from_{fmt}")
+    if im.mode == "CMYK":
+        fixes.append("cmyk_to_rgb")
+    if fmt == "jpeg":
+        pixels = _decode_jpeg_reduced(data, sw, sh, source)
+    elif fmt in ("png", "bmp", "webp"):
+        pixels, more = _decode_opencv(data, source)
+        fixes += more
+    else:
+        pixels, more = _decode_pillow(im, source)
+        fixes += more
+    pixels = _apply_orientation(pixels, orientation)
+    width, height = (sh, sw) if orientation in (5, 6, 7, 8) else (sw, sh)
+    long_side = max(pixels.shape[:2])
+    if long_side > WORK_LONG_SIDE * 1.5:
+        f = WORK_LONG_SIDE / long_side
+        pixels = cv2.resize(pixels, (max(1, round(pixels.shape[1] * f)), max(1, round(pixels.shape[0] * f))),
+                            interpolation=cv2.INTER_AREA)
+    info = ImageInfo(width=width, height=height, format=fmt, exif_orientation=orientation, bytes=len(data))
+    scale = (width / pixels.shape[1], height / pixels.shape[0])
+    return LoadedImage(source=source, info=info, pixels=np.ascontiguousarray(pixels), scale=scale,
+                       fixes=tuple(fixes), data=data)
+
+
+def _reduction(long_side: int) -> int:
+    """Largest libjpeg DCT scale 1/k that keeps the long side at or above WORK_LONG_SIDE."""
+    for k in (8, 4, 2):
+        if math.ceil(long_side / k) >= WORK_LONG_SIDE:
+            return k
+    return 1
+
+
+_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                  8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _decode_jpeg_reduced(data: bytes, sw: int, sh: int, source: str) -> np.ndarray:
+    # libjpeg pads a truncated scan with grey and reports success; the end-of-image marker
+    # after the last start-of-scan tells a complete file from a cut one.
+    if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        raise InputError("unreadable", f"{source}: JPEG data is truncated (no end-of-image marker)")
+    k = _reduction(max(sw, sh))
+    buf = np.frombuffer(data, dtype=np.uint8)
+    pixels = cv2.imdecode(buf, _REDUCED_FLAGS[k] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None:
+        raise InputError("unreadable", f"{source}: JPEG could not be decoded")
+    if pixels.shape[:2] != (math.ceil(sh / k), math.ceil(sw / k)):
+        raise InputError("unreadable", f"{source}: decoded size does not match the header")
+    return pixels
+
+
+def _decode_opencv(data: bytes, source: str) -> tuple[np.ndarray, list[str]]:
+    buf = np.frombuffer(data, dtype=np.uint8)
+    pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None:
+        raise InputError("unreadable", f"{source}: image data could not be decoded (truncated or corrupt)")
+    return _normalise(pixels)
+
+
+def _decode_pillow(im: Image.Image, source: str) -> tuple[np.ndarray, list[str]]:
+    try:
+        im.seek(0)
+        if im.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "I"):
+            im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+        arr = np.asarray(im)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError("unreadable", f"{source}: image data could not be decoded") from exc
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, [2, 1, 0, 3]]
+    elif arr.ndim == 3 and arr.shape[2] == 2:  # LA
+        arr = np.dstack([arr[:, :, 0]] * 3 + [arr[:, :, 1]])
+    return _normalise(np.ascontiguousarray(arr))
+
+
+def _normalise(pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Any decoded array to 8-bit BGR: 16-bit scaled down, grey expanded, alpha flattened."""
+    fixes: list[str] = []
+    if pixels.dtype != np.uint8:
+        if pixels.dtype == np.uint16:
+            pixels = (pixels >> 8).astype(np.uint8)
+        else:
+            pixels = cv2.normalize(pixels.astype(np.float64), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        fixes.append("16bit_to_8bit")
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR), fixes
+    if pixels.shape[2] == 4:
+        alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
+        if float(alpha.min()) < 1.0:
+            fixes.append("alpha_flattened")
+        bg = np.array(ALPHA_BACKGROUND_BGR, dtype=np.float32)
+        flat = pixels[:, :, :3].astype(np.float32) * alpha + bg * (1.0 - alpha)
+        return np.clip(flat + 0.5, 0, 255).astype(np.uint8), fixes
+    return pixels[:, :, :3], fixes
+
+
+def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels into displayed pixels for EXIF Orientation 1-8."""
+    if orientation == 2:
+        return cv2.flip(pixels, 1)
+    if orientation == 3:
+        return cv2.rotate(pixels, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(pixels, 0)
+    if orientation == 5:
+        return cv2.transpose(pixels)
+    if orientation == 6:
+        return cv2.rotate(pixels, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.flip(cv2.transpose(pixels), -1)
+    if orientation == 8:
+        return cv2.rotate(pixels, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return pixels
+
+
+def upload_form(image: LoadedImage, *, max_side: int = 7000) -> UploadForm:
+    """The bytes to upload: the original when it needs no fix, else a normalised JPEG/PNG.
+
+    Fixes baked in: EXIF rotation, alpha flattening, conversion to a service format, 16-bit
+    to 8-bit, and a downscale to `max_side` on the long side. Decodes at full resolution,
+    so it is only called for photos that are about to be uploaded.
+    """
+    info = image.info
+    long_side = max(info.width, info.height)
+    fixes = list(image.fixes)
+    if long_side > max_side:
+        fixes.append(f"downscaled_to_{max_side}")
+    if not fixes:
+        return UploadForm(image.data, info.format, info.width, info.height, 1.0, ())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = ImageOps.exif_transpose(Image.open(io.BytesIO(image.data)))
+    has_alpha = "A" in im.getbands() or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, tuple(reversed(ALPHA_BACKGROUND_BGR)))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        im = flat
+    else:
+        im = im.convert("RGB")
+    scale = 1.0
+    if long_side > max_side:
+        scale = max_side / long_side
+        im = im.resize((max(1, round(info.width * scale)), max(1, round(info.height * scale))),
+                       Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    fmt = "png" if info.format == "png" else "jpeg"
+    if fmt == "png":
+        im.save(out, format="PNG", optimize=False)
+    else:
+        im.save(out, format="JPEG", quality=UPLOAD_JPEG_QUALITY)
+    return UploadForm(out.getvalue(), fmt, im.width, im.height, scale, tuple(fixes))

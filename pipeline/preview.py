@@ -1,0 +1,91 @@
+"""Preview pictures: the photo with its boxes, the crop as EMO will animate it, the findings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .verdict import Report
+
+__all__ = ["render_preview", "write_preview"]
+
+#: Output frame of emo-v1 per ratio (spec section 2): 512 x 512 or 512 x 704.
+OUTPUT_WH = {"1:1": (512, 512), "3:4": (512, 704)}
+_PHOTO_SIDE, _INSET_W, _LINE_H = 720, 256, 22
+_GREEN, _ORANGE, _RED, _WHITE, _GREY = (60, 200, 60), (0, 150, 255), (60, 60, 230), (255, 255, 255), (40, 40, 40)
+
+
+def render_preview(report: Report) -> np.ndarray:
+    """A BGR picture: photo with face box (green), ext box (orange) and other faces (red),
+    the ext crop at the service's output size as an inset, and one line per finding."""
+    image = report.loaded
+    if image is None:
+        photo = np.full((240, _PHOTO_SIDE, 3), 90, np.uint8)
+        k, sx, sy = 1.0, 1.0, 1.0
+    else:
+        sx, sy = image.scale
+        h, w = image.pixels.shape[:2]
+        k = _PHOTO_SIDE / max(h, w)
+        photo = cv2.resize(image.pixels, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+
+    def draw(box: tuple[int, int, int, int], colour: tuple[int, int, int], width: int) -> None:
+        p1 = (round(box[0] / sx * k), round(box[1] / sy * k))
+        p2 = (round(box[2] / sx * k) - 1, round(box[3] / sy * k) - 1)
+        cv2.rectangle(photo, p1, p2, colour, width)
+
+    for box, _ in report.faces:
+        if box != report.face_bbox:
+            draw(box, _RED, 2)
+    if report.ext_bbox is not None:
+        draw(report.ext_bbox, _ORANGE, 3)
+    if report.face_bbox is not None:
+        draw(report.face_bbox, _GREEN, 2)
+
+    out_w, out_h = OUTPUT_WH[report.ratio]
+    inset_h = round(_INSET_W * out_h / out_w)
+    inset = np.full((inset_h, _INSET_W, 3), 60, np.uint8)
+    if image is not None and report.ext_bbox is not None:
+        x1, y1, x2, y2 = report.ext_bbox
+        crop = image.pixels[int(y1 / sy):max(int(y1 / sy) + 1, int(y2 / sy)),
+                            int(x1 / sx):max(int(x1 / sx) + 1, int(x2 / sx))]
+        frame = cv2.resize(crop, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        inset = cv2.resize(frame, (_INSET_W, inset_h), interpolation=cv2.INTER_AREA)
+
+    lines = [(("PASS" if report.ok else "REJECT") + f"  ratio {report.ratio}  {Path(report.source).name}",
+              _GREEN if report.ok else _RED)]
+    lines += [(f"{f.severity}: {f.code}: {_ascii(f.message)}", _RED if f.severity == "error" else _ORANGE)
+              for f in report.findings]
+    lines += [(f"hint: {_ascii(f.hint)}", _WHITE) for f in report.errors[:1]]
+    width = photo.shape[1] + _INSET_W + 30
+    height = max(photo.shape[0], inset_h + 30) + 20 + _LINE_H * len(lines) + 10
+    canvas = np.full((height, width, 3), _GREY, np.uint8)
+    canvas[10:10 + photo.shape[0], 10:10 + photo.shape[1]] = photo
+    ix = photo.shape[1] + 20
+    canvas[30:30 + inset_h, ix:ix + _INSET_W] = inset
+    cv2.putText(canvas, f"as EMO animates it ({out_w}x{out_h})", (ix, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.42, _WHITE, 1,
+                cv2.LINE_AA)
+    y = max(photo.shape[0], inset_h + 30) + 20
+    for text, colour in lines:
+        y += _LINE_H
+        cv2.putText(canvas, text[:110], (10, y - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+    return canvas
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode()
+
+
+def write_preview(report: Report, folder: str | Path) -> Path:
+    """Write the preview as FOLDER/<photo name>.preview.jpg and return its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(report.source).name) or "photo"
+    path = folder / f"{stem}.preview.jpg"
+    ok, buf = cv2.imencode(".jpg", render_preview(report), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    if not ok:
+        raise OSError(f"could not encode the preview for {report.source}")
+    path.write_bytes(buf.tobytes())
+    return path

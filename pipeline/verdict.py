@@ -1,0 +1,199 @@
+"""The check stage end to end: `Checker` holds the models, `Report` is what comes back.
+
+A `Checker` loads and verifies the models once and is a context manager; batch workers or
+a server keep one per worker. `check()` at the package top level uses a default one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import checks
+from .body import BodyFinder
+from .checks import Finding
+from .config import DEFAULT_CONFIG, RATIOS, CheckConfig
+from .errors import InputError, UsageError
+from .faces import FaceFinder, HeadPose, Mesh, head_pose, primary_index
+from .geometry import XYXY, crop_box, face_box
+from .ingest import ImageInfo, LoadedImage, decode_image, read_source
+
+__all__ = ["Report", "Checker", "check"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the JSON contract says about one photo. Boxes are integer [x1, y1, x2, y2]
+    in pixels of the image as displayed (EXIF orientation applied)."""
+
+    source: str
+    ratio: str
+    image: ImageInfo | None
+    findings: tuple[Finding, ...]
+    face_bbox: XYXY | None = None
+    ext_bbox: XYXY | None = None
+    faces: tuple[tuple[XYXY, float], ...] = ()
+    """Every face scoring at least the configured minimum: (box clipped to the image, score)."""
+    pose: HeadPose | None = None
+    fixes: tuple[str, ...] = ()
+    """What the upload form changes relative to the file (empty: upload the file as it is)."""
+    loaded: LoadedImage | None = field(default=None, repr=False, compare=False)
+    """The decoded photo, for previews and the upload form (None when it did not decode)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when no finding is an error."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `check --json` record (DESIGN, 'The check JSON contract')."""
+        out: dict[str, Any] = {"source": self.source, "ok": self.ok, "ratio": self.ratio}
+        if self.image is not None:
+            out["image"] = {"width": self.image.width, "height": self.image.height,
+                            "format": self.image.format, "exif_orientation": self.image.exif_orientation,
+                            "bytes": self.image.bytes}
+        else:
+            out["image"] = None
+        if self.face_bbox is not None:
+            out["face_bbox"] = list(self.face_bbox)
+        if self.ext_bbox is not None:
+            out["ext_bbox"] = list(self.ext_bbox)
+        out["faces"] = [{"bbox": list(box), "score": round(score, 3)} for box, score in self.faces]
+        if self.pose is not None:
+            out["pose"] = {"yaw": self.pose.yaw, "pitch": self.pose.pitch, "roll": self.pose.roll}
+        out["findings"] = [f.to_dict() for f in self.findings]
+        out["fixes"] = list(self.fixes)
+        return out
+
+
+def _sorted(findings: list[Finding]) -> tuple[Finding, ...]:
+    return tuple(sorted(findings, key=lambda f: (f.severity != "error", checks.ORDER.index(f.code))))
+
+
+def _failed(source: str, ratio: str, exc: InputError) -> Report:
+    return Report(source=source, ratio=ratio, image=None,
+                  findings=(Finding(exc.code, "error", exc.message, exc.value, exc.limit),))
+
+
+class Checker:
+    """Runs the whole check on photos; models load once, on creation (3:4 body model on
+    first use). Use as a context manager or call `close()`."""
+
+    def __init__(self, config: CheckConfig | None = None) -> None:
+        self.config = config or DEFAULT_CONFIG
+        self._faces: FaceFinder | None = FaceFinder()
+        self._body: BodyFinder | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Checker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the models; idempotent. The checker cannot be used afterwards."""
+        if self._faces is not None:
+            self._faces.close()
+            self._faces = None
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+
+    def _finder(self) -> FaceFinder:
+        if self._faces is None:
+            raise UsageError("this Checker is closed; create a new one")
+        return self._faces
+
+    def check(self, source: str | os.PathLike[str] | bytes, ratio: str = "1:1") -> Report:
+        """Check a photo given as a path, an http(s) URL or bytes."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return self.check_bytes(bytes(source), "<bytes>", ratio)
+        source_id = os.fspath(source)
+        _check_ratio(ratio)
+        try:
+            data = read_source(source)
+        except InputError as exc:
+            return _failed(source_id, ratio, exc)
+        return self.check_bytes(data, source_id, ratio)
+
+    def check_bytes(self, data: bytes, source_id: str, ratio: str = "1:1") -> Report:
+        """Check a photo's bytes; `source_id` names it in the report."""
+        _check_ratio(ratio)
+        finder = self._finder()
+        try:
+            image = decode_image(data, source_id)
+        except InputError as exc:
+            return _failed(source_id, ratio, exc)
+        with self._lock:  # the MediaPipe task and interpreters are not re-entrant
+            return self._check_image(finder, image, ratio)
+
+    def _check_image(self, finder: FaceFinder, image: LoadedImage, ratio: str) -> Report:
+        cfg = self.config
+        info = image.info
+        size = (info.width, info.height)
+        findings = checks.image_size(info, cfg)
+        faces = [f for f in finder.detect(image) if f.score >= cfg.min_face_score]
+        primary = faces[primary_index(faces, *size)] if faces else None
+        findings += checks.face_count(faces, primary, cfg)
+        report_faces = tuple((face_box(f.xyxy, size), round(f.score, 3)) for f in faces)
+        if primary is None:
+            return Report(image.source, ratio, info, _sorted(findings), faces=report_faces,
+                          fixes=image.fixes, loaded=image)
+        floor = cfg.ext_floor_11 if ratio == "1:1" else cfg.ext_floor_34
+        ext = crop_box(primary.xyxy, size, ratio, floor=floor)
+        findings += checks.ext_fit(ext is not None, ratio, cfg)
+        findings += checks.face_size(primary, info, ratio, cfg)
+        findings += checks.face_cut_off(primary, info, cfg)
+        mesh = finder.mesh(image, primary)
+        head = head_pose(mesh)
+        findings += checks.pose(head, cfg)
+        gray = _face_gray(image, mesh)
+        findings += checks.blur(checks.face_sharpness(gray), cfg)
+        findings += checks.exposure(checks.face_luma(gray), cfg)
+        findings += checks.face_presence(mesh.presence, findings, cfg)
+        if ratio == "3:4":
+            if self._body is None:
+                self._body = BodyFinder()
+            findings += checks.body_cut_off(self._body.hips(image, primary), primary, info, cfg)
+        return Report(image.source, ratio, info, _sorted(findings), face_bbox=face_box(primary.xyxy, size),
+                      ext_bbox=ext, faces=report_faces, pose=head, fixes=image.fixes, loaded=image)
+
+
+def _check_ratio(ratio: str) -> None:
+    if ratio not in RATIOS:
+        raise ValueError(f"ratio: expected one of {sorted(RATIOS)}, got {ratio!r}")
+
+
+def _face_gray(image: LoadedImage, mesh: Mesh) -> np.ndarray:
+    """Grey pixels of the mesh's bounding box in the working copy (clipped to the image)."""
+    sx, sy = image.scale
+    h, w = image.pixels.shape[:2]
+    pts = mesh.points[:, :2] / (sx, sy)
+    x1, y1 = np.clip(np.floor(pts.min(axis=0)).astype(int), 0, (w - 1, h - 1))
+    x2, y2 = np.clip(np.ceil(pts.max(axis=0)).astype(int), (x1 + 1, y1 + 1), (w, h))
+    return cv2.cvtColor(image.pixels[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+
+
+_default: Checker | None = None
+_default_lock = threading.Lock()
+
+
+def check(source: str | os.PathLike[str] | bytes, ratio: str = "1:1") -> Report:
+    """Check one photo with a process-wide default Checker (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Checker()
+            atexit.register(_default.close)
+    return _default.check(source, ratio)
