@@ -30,6 +30,9 @@ ORDER = ("unreadable", "unsupported_format", "image_too_small", "image_too_large
 #: Side of the face crop on which sharpness is measured, so the score does not depend on
 #: the photo's resolution.
 SHARPNESS_SIDE = 128
+#: Contrast (grey-level standard deviation) the face is scaled to before measuring, and the
+#: smallest spread scaled up (below it, noise would be amplified into "detail").
+SHARPNESS_CONTRAST, SHARPNESS_MIN_STD = 50.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def image_size(info: ImageInfo, cfg: CheckConfig) -> list[Finding]:
 
 
 def face_count(faces: list[Face], primary: Face | None, cfg: CheckConfig) -> list[Finding]:
-    """no_face when nothing scores enough; multiple_faces for a second face of real size."""
+    """no_face when nothing scores enough; multiple_faces for a second face of real size.
+    `faces` is every detection, also those below the score limit."""
     if primary is None:
         best = max((f.score for f in faces), default=0.0)
         return [Finding("no_face", "error",
@@ -185,9 +189,16 @@ def face_presence(presence: float, so_far: list[Finding], cfg: CheckConfig) -> l
 
 
 def face_sharpness(gray_face: np.ndarray) -> float:
-    """Variance of the Laplacian of the face resized to SHARPNESS_SIDE x SHARPNESS_SIDE."""
-    face = cv2.resize(gray_face, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
-    return float(cv2.Laplacian(face.astype(np.float32), cv2.CV_32F).var())
+    """Variance of the Laplacian of the face at SHARPNESS_SIDE px, contrast-normalised.
+
+    The face is resized to a fixed size (so resolution does not count) and scaled to a
+    standard deviation of SHARPNESS_CONTRAST grey levels (so a dark but sharp face is not
+    called blurred: darkness is the `dark` rule's business).
+    """
+    face = cv2.resize(gray_face, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    spread = max(float(face.std()), SHARPNESS_MIN_STD)
+    face = (face - float(face.mean())) * (SHARPNESS_CONTRAST / spread)
+    return float(cv2.Laplacian(face, cv2.CV_32F).var())
 
 
 def face_luma(gray_face: np.ndarray) -> float:

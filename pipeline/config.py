@@ -80,10 +80,10 @@ class CheckConfig:
     warn_pitch_up: float = 18.0
     warn_pitch_down: float = 12.0
     warn_roll: float = 10.0
-    # blur: Laplacian variance of the face at 128 px (checks.face_sharpness). Dev passes
-    # measure 220 and up, blurred faces 2-16.
-    min_sharpness: float = 50.0
-    warn_sharpness: float = 100.0
+    # blur: contrast-normalised Laplacian variance of the face at 128 px
+    # (checks.face_sharpness). Dev passes measure 108 and up, blurred faces 3-36.
+    min_sharpness: float = 60.0
+    warn_sharpness: float = 90.0
     # exposure: mean grey level of the face, 0-255. Dev passes 91 and up, dark ones 13-15.
     min_face_luma: float = 35.0
     warn_face_luma: float = 55.0

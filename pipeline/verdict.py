@@ -143,9 +143,10 @@ class Checker:
         info = image.info
         size = (info.width, info.height)
         findings = checks.image_size(info, cfg)
-        faces = [f for f in finder.detect(image) if f.score >= cfg.min_face_score]
+        detected = finder.detect(image)
+        faces = [f for f in detected if f.score >= cfg.min_face_score]
         primary = faces[primary_index(faces, *size)] if faces else None
-        findings += checks.face_count(faces, primary, cfg)
+        findings += checks.face_count(detected, primary, cfg)
         report_faces = tuple((face_box(f.xyxy, size), round(f.score, 3)) for f in faces)
         if primary is None:
             return Report(image.source, ratio, info, _sorted(findings), faces=report_faces,
