@@ -119,6 +119,7 @@ class FaceFinder:
     """Loads the detector and the mesh model once; `close()` or use as a context manager."""
 
     def __init__(self) -> None:
+        detector_file, mesh_file = model_path(DETECTOR_MODEL), model_path(MESH_MODEL)  # verify first
         with quiet_native_stderr():
             import mediapipe as mp
             from ai_edge_litert.interpreter import Interpreter
@@ -126,17 +127,16 @@ class FaceFinder:
 
             self._mp = mp
             options = vision.FaceDetectorOptions(
-                base_options=BaseOptions(model_asset_path=model_path(DETECTOR_MODEL)),
+                base_options=BaseOptions(model_asset_path=detector_file),
                 running_mode=vision.RunningMode.IMAGE,
                 min_detection_confidence=_DETECTOR_FLOOR)
             self._detector = vision.FaceDetector.create_from_options(options)
-            self._mesh = Interpreter(model_path=model_path(MESH_MODEL), num_threads=1)
+            self._mesh = Interpreter(model_path=mesh_file, num_threads=1)
             self._mesh.allocate_tensors()
             self._mesh_in = self._mesh.get_input_details()[0]["index"]
             outs = {o["name"]: o["index"] for o in self._mesh.get_output_details()}
             self._mesh_points, self._mesh_presence = outs["conv2d_21"], outs["conv2d_31"]
-            # the first detect on an unaligned buffer prints a warning: spend it here, hidden
-            self._detect_raw(np.zeros(64 * 64 * 3 + 1, np.uint8)[1:].reshape(64, 64, 3))
+            self._detect_raw(np.zeros((480, 640, 3), np.uint8))  # first-call set-up, hidden
             self._mesh.set_tensor(self._mesh_in, np.zeros((1, LANDMARK_INPUT, LANDMARK_INPUT, 3), np.float32))
             self._mesh.invoke()
         self._closed = False
@@ -156,9 +156,12 @@ class FaceFinder:
             self._closed = True
 
     def _detect_raw(self, bgr: np.ndarray) -> list:
-        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        rgb = _aligned_like(bgr)
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=rgb)
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
-        return list(self._detector.detect(image).detections)
+        # the runtime warns on fd 2 whenever its internal tensor happens to be unaligned
+        with quiet_native_stderr():
+            return list(self._detector.detect(image).detections)
 
     def detect(self, image: LoadedImage) -> list[Face]:
         """Every face scoring at least the detector floor, best score first.
@@ -210,6 +213,14 @@ class FaceFinder:
         z = pts[:, 2] * (side / LANDMARK_INPUT)
         full = np.column_stack([xy[:, 0] * sx, xy[:, 1] * sy, z * (sx + sy) / 2])
         return Mesh(points=full, presence=1.0 / (1.0 + math.exp(-logit)))
+
+
+def _aligned_like(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """An empty array shaped like `array` whose data starts on an `alignment`-byte boundary
+    (LiteRT copies, and warns on stderr, when an input tensor is not aligned)."""
+    raw = np.empty(array.nbytes + alignment, np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    return raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
 
 
 def _to_face(detection, size_wh: tuple[int, int], offset: tuple[int, int],

@@ -161,7 +161,9 @@ def _header(data: bytes, source: str) -> tuple[Image.Image, str, int]:
     _register_plugins()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # bomb warnings are our own limit's business; format quirks (a malformed MPO
+            # read as JPEG) are not the user's
+            warnings.simplefilter("ignore")
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise InputError("image_too_large", f"{source}: {exc}", value=None, limit=MAX_PIXELS) from exc
@@ -340,7 +342,7 @@ def upload_form(image: LoadedImage, *, max_side: int = 7000) -> UploadForm:
     if not fixes:
         return UploadForm(image.data, info.format, info.width, info.height, 1.0, ())
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore")  # as in _header
         im = ImageOps.exif_transpose(Image.open(io.BytesIO(image.data)))
     has_alpha = "A" in im.getbands() or "transparency" in im.info
     if has_alpha:

@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Both build .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT := demo-out
+
+.PHONY: demo test bench models clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Check every photo in samples/ and write a preview picture per photo to demo-out/.
+# emo-prep exits 1 when some photo is rejected, as some samples are meant to be.
+demo: $(STAMP)
+	$(BIN)/emo-prep check --preview $(DEMO_OUT) samples/; status=$$?; test $$status -le 1
+	@echo "preview pictures: $(DEMO_OUT)/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/speed.py
+
+# Rebuild models/ from the mediapipe 0.10.21 wheel on PyPI and check the hashes.
+models: $(STAMP)
+	$(BIN)/python models/rebuild.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

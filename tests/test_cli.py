@@ -1,0 +1,79 @@
+"""The CLI as a real subprocess: JSON contract, exit codes, clean stderr, previews, help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import EMO_PREP, ROOT, SAMPLES
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([EMO_PREP, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_json_contract_for_a_pass():
+    proc = run("check", "--json", str(SAMPLES / "astronaut_exif6.jpg"))
+    assert proc.returncode == 0
+    assert proc.stderr == ""  # MediaPipe's native start-up chatter is kept off the terminal
+    record = json.loads(proc.stdout)
+    assert set(record) >= {"source", "ok", "ratio", "image", "face_bbox", "ext_bbox", "faces", "pose", "findings"}
+    assert record["ok"] is True and record["ratio"] == "1:1"
+    assert record["image"] == {"width": 512, "height": 512, "format": "jpeg", "exif_orientation": 6,
+                               "bytes": (SAMPLES / "astronaut_exif6.jpg").stat().st_size}
+    assert all(isinstance(v, int) for v in record["face_bbox"] + record["ext_bbox"])
+    assert set(record["pose"]) == {"yaw", "pitch", "roll"}
+    assert record["faces"][0]["bbox"] == record["face_bbox"] and 0.5 <= record["faces"][0]["score"] <= 1
+    assert record["fixes"] == ["exif_orientation_applied"]
+
+
+def test_json_findings_carry_code_hint_and_chinese():
+    proc = run("check", "--json", "--ratio", "3:4", str(SAMPLES / "astronaut_dark.jpg"))
+    assert proc.returncode == 1
+    record = json.loads(proc.stdout)
+    assert record["ratio"] == "3:4" and record["ok"] is False
+    first = record["findings"][0]
+    assert set(first) == {"code", "severity", "value", "limit", "message", "hint", "hint_zh", "api_code"}
+    assert first["code"] == "dark" and first["api_code"] == "InvalidFile.Value"
+    assert "人脸" in first["hint_zh"]  # written as UTF-8, not \u escapes
+    assert record["face_bbox"] and "ext_bbox" not in record or record["ext_bbox"] is not None
+
+
+def test_table_output_and_exit_status_for_a_mixed_folder(tmp_path):
+    proc = run("check", "--preview", str(tmp_path / "prev"), str(SAMPLES))
+    assert proc.returncode == 1
+    assert proc.stdout.count("PASS") == 2 and proc.stdout.count("REJECT") == 6
+    assert proc.stderr.splitlines() == ["2 passed, 6 rejected", f"previews written to {tmp_path / 'prev'}"]
+    previews = sorted(p.name for p in (tmp_path / "prev").iterdir())
+    assert len(previews) == 8 and "astronaut.png.preview.jpg" in previews
+    with Image.open(tmp_path / "prev" / "astronaut.png.preview.jpg") as im:
+        assert im.width > 720 and im.height > 300
+
+
+def test_all_pass_exits_zero():
+    assert run("check", str(SAMPLES / "astronaut.png")).returncode == 0
+
+
+def test_usage_errors_exit_two():
+    assert run("check", "--ratio", "16:9", "x.jpg").returncode == 2
+    assert run().returncode == 2
+
+
+def test_every_command_has_help_with_an_example_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    top = run("--help")
+    assert top.returncode == 0
+    commands = ["check"]
+    for command in commands:
+        proc = run(command, "--help")
+        assert proc.returncode == 0 and "example: emo-prep " + command in proc.stdout
+        assert f"emo-prep {command}" in readme
+
+
+def test_module_entry_point_works():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "--json", str(SAMPLES / "coffee.jpg")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["findings"][0]["code"] == "no_face"
