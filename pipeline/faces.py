@@ -8,12 +8,15 @@ full-size image as displayed.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
 import re
 import sys
 import tempfile
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -140,6 +143,7 @@ class FaceFinder:
             self._mesh.set_tensor(self._mesh_in, np.zeros((1, LANDMARK_INPUT, LANDMARK_INPUT, 3), np.float32))
             self._mesh.invoke()
         self._closed = False
+        _close_at_exit(self)
 
     def __enter__(self) -> FaceFinder:
         return self
@@ -213,6 +217,24 @@ class FaceFinder:
         z = pts[:, 2] * (side / LANDMARK_INPUT)
         full = np.column_stack([xy[:, 0] * sx, xy[:, 1] * sy, z * (sx + sy) / 2])
         return Mesh(points=full, presence=1.0 / (1.0 + math.exp(-logit)))
+
+
+def _close_at_exit(finder: FaceFinder) -> None:
+    """Close a finder left open at exit, before thread pools stop.
+
+    MediaPipe closes its task through a thread pool; plain atexit hooks run after pools are
+    shut down, and the task's __del__ then prints a traceback. threading's own exit hooks run
+    first (concurrent.futures uses them); plain atexit where they do not exist.
+    """
+    ref = weakref.ref(finder)
+
+    def close() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.close()
+
+    register = getattr(threading, "_register_atexit", None)
+    (register or atexit.register)(close)
 
 
 def _aligned_like(array: np.ndarray, alignment: int = 64) -> np.ndarray:

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import (ALPHA_BACKGROUND_BGR, MAX_INPUT_BYTES, MAX_PIXELS, SERVICE_FORMATS,
-                     UPLOAD_JPEG_QUALITY, URL_TIMEOUT_S, WORK_LONG_SIDE)
+from .config import (ALPHA_BACKGROUND_BGR, MAX_INPUT_BYTES, MAX_PIXELS, MIN_DECODE_LONG_SIDE,
+                     SERVICE_FORMATS, UPLOAD_JPEG_QUALITY, URL_TIMEOUT_S, WORK_LONG_SIDE)
 from .errors import InputError
 
 __all__ = ["ImageInfo", "LoadedImage", "UploadForm", "load_image", "decode_image",
@@ -236,9 +236,9 @@ def decode_image(data: bytes, source: str) -> LoadedImage:
 
 
 def _reduction(long_side: int) -> int:
-    """Largest libjpeg DCT scale 1/k that keeps the long side at or above WORK_LONG_SIDE."""
+    """Largest libjpeg DCT scale 1/k that keeps the long side at or above MIN_DECODE_LONG_SIDE."""
     for k in (8, 4, 2):
-        if math.ceil(long_side / k) >= WORK_LONG_SIDE:
+        if math.ceil(long_side / k) >= MIN_DECODE_LONG_SIDE:
             return k
     return 1
 
@@ -248,9 +248,9 @@ _REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMR
 
 
 def _decode_jpeg_reduced(data: bytes, sw: int, sh: int, source: str) -> np.ndarray:
-    # libjpeg pads a truncated scan with grey and reports success; the end-of-image marker
-    # after the last start-of-scan tells a complete file from a cut one.
-    if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+    # libjpeg pads a truncated scan with grey and reports success. A complete file has an
+    # end-of-image marker after its first start-of-scan (an EXIF thumbnail's comes before).
+    if data.rfind(b"\xff\xd9") < data.find(b"\xff\xda"):
         raise InputError("unreadable", f"{source}: JPEG data is truncated (no end-of-image marker)")
     k = _reduction(max(sw, sh))
     buf = np.frombuffer(data, dtype=np.uint8)

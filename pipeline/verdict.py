@@ -6,7 +6,6 @@ a server keep one per worker. `check()` at the package top level uses a default 
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 from dataclasses import dataclass, field
@@ -190,22 +189,10 @@ _default: Checker | None = None
 _default_lock = threading.Lock()
 
 
-def _close_before_shutdown(close) -> None:
-    """Run `close` at exit, before thread pools stop: MediaPipe closes its task through a
-    thread pool, and plain atexit hooks run after pools are shut down (the task's __del__
-    would then print a traceback). threading's own hook list runs first; atexit otherwise."""
-    register = getattr(threading, "_register_atexit", None)
-    if register is not None:
-        register(close)
-    else:
-        atexit.register(close)
-
-
 def check(source: str | os.PathLike[str] | bytes, ratio: str = "1:1") -> Report:
     """Check one photo with a process-wide default Checker (created on first use)."""
     global _default
     with _default_lock:
         if _default is None:
             _default = Checker()
-            _close_before_shutdown(_default.close)
     return _default.check(source, ratio)

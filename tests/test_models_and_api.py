@@ -60,3 +60,13 @@ def test_exported_members():
     assert sorted(pipeline.__all__) == sorted([
         "check", "Checker", "Report", "Finding", "CheckConfig", "load_image", "upload_form",
         "crop_box", "EmoPrepError", "InputError", "ModelError", "UsageError"])
+
+
+def test_library_use_leaves_stderr_clean_at_exit():
+    """The default Checker (and a forgotten open one) close before MediaPipe's pools stop."""
+    code = ("import pipeline; pipeline.check('samples/astronaut.png');"
+            "c = pipeline.Checker(); c.check('samples/coffee.jpg')")
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stderr == ""
