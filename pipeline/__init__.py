@@ -5,7 +5,7 @@
     >>> report.ok, report.face_bbox, report.ext_bbox
 """
 
-from .checks import Finding
+from .findings import Finding
 from .config import CheckConfig
 from .errors import EmoPrepError, InputError, ModelError, UsageError
 from .geometry import crop_box

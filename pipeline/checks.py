@@ -7,22 +7,18 @@ over the working copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
-
 import cv2
 import numpy as np
 
 from .body import Hips
-from .codes import CODES
 from .config import CheckConfig
+from .findings import Finding
 from .faces import Face, HeadPose
 from .ingest import ImageInfo
 
-__all__ = ["Finding", "Severity", "ORDER", "image_size", "face_count", "face_size", "face_cut_off",
+__all__ = ["ORDER", "image_size", "face_count", "face_size", "face_cut_off",
            "pose", "blur", "exposure", "body_cut_off", "face_presence", "face_sharpness", "face_luma", "ext_fit"]
 
-Severity = Literal["error", "warning"]
 #: Precedence of the codes: a photo's first error is its reason (labels' README order).
 ORDER = ("unreadable", "unsupported_format", "image_too_small", "image_too_large", "no_face",
          "multiple_faces", "face_too_small", "face_too_large", "face_cut_off", "pose", "blur",
@@ -33,37 +29,6 @@ SHARPNESS_SIDE = 128
 #: Contrast (grey-level standard deviation) the face is scaled to before measuring, and the
 #: smallest spread scaled up (below it, noise would be amplified into "detail").
 SHARPNESS_CONTRAST, SHARPNESS_MIN_STD = 50.0, 2.0
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem (error) or risk (warning) found in a photo."""
-
-    code: str
-    severity: Severity
-    message: str
-    value: float | None = None
-    limit: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.code not in CODES:
-            raise ValueError(f"Finding.code: expected one of {sorted(CODES)}, got {self.code!r}")
-
-    @property
-    def hint(self) -> str:
-        return CODES[self.code].hint
-
-    @property
-    def api_code(self) -> str:
-        return CODES[self.code].api_code
-
-    def to_dict(self) -> dict[str, Any]:
-        info = CODES[self.code]
-        return {"code": self.code, "severity": self.severity,
-                "value": None if self.value is None else round(float(self.value), 3),
-                "limit": None if self.limit is None else round(float(self.limit), 3),
-                "message": self.message, "hint": info.hint, "hint_zh": info.hint_zh,
-                "api_code": info.api_code}
 
 
 def _graded(code: str, value: float, error_at: float, warn_at: float, above: bool, what: str) -> list[Finding]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -31,6 +33,63 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object per photo (JSON lines)")
     check.add_argument("--preview", metavar="DIR", help="write a preview picture per photo into DIR")
     check.set_defaults(run=_cmd_check)
+
+    submit = sub.add_parser(
+        "submit", help="check a photo and an audio clip, upload them, submit an emo-v1 task",
+        description="Check PHOTO and AUDIO, upload them (unless URLs are given), build the emo-v1 request, "
+                    "submit it, and with --wait poll and download the video. The API key comes from "
+                    "DASHSCOPE_API_KEY, the endpoint from DASHSCOPE_HTTP_BASE_URL (default: Beijing).",
+        epilog="example: emo-prep submit samples/astronaut.png samples/speech.wav --wait -o astronaut.mp4",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    submit.add_argument("photo", metavar="PHOTO")
+    submit.add_argument("audio", metavar="AUDIO")
+    submit.add_argument("--ratio", choices=["1:1", "3:4"], default="1:1")
+    submit.add_argument("--style", choices=["normal", "calm", "active"], default="normal",
+                        help="motion amplitude (parameters.style_level)")
+    submit.add_argument("--image-url", help="use this http(s)/oss:// URL of PHOTO instead of uploading it")
+    submit.add_argument("--audio-url", help="use this http(s)/oss:// URL of AUDIO instead of uploading it")
+    submit.add_argument("--boxes", choices=["local", "remote"], default="local",
+                        help="compute the boxes here (default) or ask emo-detect-v1 (CNY 0.004) and compare")
+    submit.add_argument("--force", action="store_true", help="submit even when a check found an error")
+    submit.add_argument("--dry-run", action="store_true", help="check, estimate the cost, print the request; send nothing")
+    submit.add_argument("--wait", action="store_true", help="wait for the task and download the video")
+    submit.add_argument("-o", "--output", metavar="OUT.mp4", help="where to write the video (default: PHOTO name .mp4)")
+    submit.set_defaults(run=_cmd_submit)
+
+    task = sub.add_parser(
+        "task", help="show, wait for and download a task; or list recent tasks",
+        description="Query an emo-v1 task by id; --wait polls until it ends, -o downloads its video. "
+                    "--list shows the account's recent tasks instead.",
+        epilog="example: emo-prep task 0f1c2d3e-... --wait -o out.mp4",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    task.add_argument("task_id", nargs="?", metavar="TASK_ID")
+    task.add_argument("--wait", action="store_true")
+    task.add_argument("-o", "--output", metavar="OUT.mp4")
+    task.add_argument("--list", action="store_true", help="list recent tasks (newest first)")
+    task.set_defaults(run=_cmd_task)
+
+    sandbox = sub.add_parser(
+        "sandbox", help="run a local DashScope-compatible EMO API on loopback",
+        description="Serve the EMO API of the spec on loopback: uploads, face-detect (our own checks), "
+                    "video-synthesis with validation, tasks, and a framing-preview MP4 as the result. "
+                    "Stop with Ctrl-C.",
+        epilog="example: emo-prep sandbox --port 8765 --api-key sk-test",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sandbox.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    sandbox.add_argument("--api-key", default="sk-sandbox", help="the key clients must send")
+    sandbox.add_argument("--pending-s", type=float, default=2.0, help="seconds a task waits in PENDING")
+    sandbox.add_argument("--running-s", type=float, default=3.0, help="seconds a task spends RUNNING")
+    sandbox.add_argument("--fault-429", type=float, default=0.0, metavar="SHARE", help="share of calls answered 429")
+    sandbox.add_argument("--fault-500", type=float, default=0.0, metavar="SHARE", help="share of calls answered 500")
+    sandbox.add_argument("--latency", type=float, default=0.0, metavar="S", help="seconds added to every call")
+    sandbox.add_argument("--drop-submits", type=int, default=0, metavar="N",
+                         help="drop the connection after creating the task, for the first N submits")
+    sandbox.add_argument("--expire-after", type=float, default=None, metavar="S",
+                         help="forget tasks S seconds after creation")
+    sandbox.add_argument("--detect-reject-status", type=int, choices=[200, 400], default=200,
+                         help="answer a face-detect rejection as 200 check_pass=false or 400 InvalidFile.*")
+    sandbox.set_defaults(run=_cmd_sandbox)
     return parser
 
 
@@ -71,6 +130,165 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if args.preview:
             print(f"previews written to {args.preview}", file=sys.stderr)
     return EXIT_REJECTED if rejected else EXIT_OK
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _print_findings(what: str, findings) -> None:
+    for f in findings:
+        _say(f"{what}: {f.severity}: {f.code}: {f.message}" + (f" (hint: {f.hint})" if f.severity == "error" else ""))
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from .audio import check_audio
+    from .geometry import crop_box
+    from .ingest import upload_form
+    from .payload import VideoInput, VideoParameters, VideoSynthesisRequest, estimate_cost
+    from .verdict import Checker
+
+    with Checker() as checker:
+        report = checker.check(args.photo, ratio=args.ratio)
+    audio = check_audio(args.audio)
+    _print_findings("photo", report.findings)
+    _print_findings("audio", audio.findings)
+    if report.face_bbox is None or report.ext_bbox is None or report.loaded is None:
+        _say("Error: no usable face boxes for this photo; nothing to submit")
+        return EXIT_REJECTED
+    if (not report.ok or not audio.ok) and not args.force:
+        _say("Refused: fix the errors above, or pass --force to submit anyway")
+        return EXIT_REJECTED
+    cost = estimate_cost(audio.duration_s or 0.0, args.ratio)
+    _say(f"estimated cost: CNY {cost:.2f} ({audio.duration_s or 0:.2f} s of video at ratio {args.ratio})")
+    form = upload_form(report.loaded)
+    face = tuple(round(v * form.scale) for v in report.face_bbox)
+    ext = report.ext_bbox if form.scale == 1.0 else crop_box(face, (form.width, form.height), args.ratio, floor=1.0)
+    if ext is None:
+        _say("Error: the downscaled photo leaves no room for the crop box")
+        return EXIT_REJECTED
+    if form.fixes:
+        _say(f"uploading a fixed copy of the photo: {', '.join(form.fixes)}")
+
+    def request(image_url: str, audio_url: str, face_bbox, ext_bbox) -> VideoSynthesisRequest:
+        return VideoSynthesisRequest(
+            input=VideoInput(image_url=image_url, audio_url=audio_url, face_bbox=list(face_bbox),
+                             ext_bbox=list(ext_bbox)),
+            parameters=VideoParameters(style_level=args.style))
+
+    if args.dry_run:
+        planned = request(args.image_url or f"oss://<upload of {args.photo}>",
+                          args.audio_url or f"oss://<upload of {args.audio}>", face, ext)
+        print(json.dumps({"request": planned.model_dump(), "estimated_cost_cny": cost}, ensure_ascii=False))
+        return EXIT_OK
+    from .client import EmoClient
+    from .errors import PortraitRejected
+
+    with EmoClient() as client:
+        image_url = args.image_url or client.upload(form.data, filename=Path(args.photo).with_suffix(
+            "." + ("jpg" if form.format == "jpeg" else form.format)).name)
+        audio_url = args.audio_url or client.upload(audio.data, filename=Path(args.audio).with_suffix(
+            "." + audio.upload_format).name)
+        if args.boxes == "remote":
+            from .boxes import iou
+
+            detect_url = args.image_url or client.upload(form.data, model="emo-detect-v1", filename="photo.jpg")
+            try:
+                remote = client.face_detect(detect_url, ratio=args.ratio).output
+            except PortraitRejected as exc:
+                _say(f"emo-detect rejected the photo: {exc.message} (our check code: {exc.finding_code})")
+                return EXIT_REJECTED
+            _say(f"emo-detect boxes: face {remote.face_bbox} ext {remote.ext_bbox}; IoU with ours: face "
+                 f"{iou(face, remote.face_bbox):.2f}, ext {iou(ext, remote.ext_bbox):.2f}")
+            face, ext = remote.face_bbox, remote.ext_bbox
+        body = request(image_url, audio_url, face, ext)
+        print(json.dumps({"request": body.model_dump()}, ensure_ascii=False), flush=True)
+        created = client.submit(body)
+        task_id = created.output.task_id
+        print(json.dumps({"task_id": task_id, "task_status": created.output.task_status,
+                          "estimated_cost_cny": cost}), flush=True)
+        if not args.wait:
+            _say(f"submitted; follow it with: emo-prep task {task_id} --wait -o OUT.mp4")
+            return EXIT_OK
+        return _wait_and_download(client, task_id, args.output or str(Path(args.photo).with_suffix(".mp4").name))
+
+
+def _wait_and_download(client, task_id: str, output: str | None) -> int:
+    from .errors import TaskFailed
+
+    started = time.monotonic()
+    last = [""]
+
+    def progress(task) -> None:
+        status = task.output.task_status
+        if status != last[0]:
+            _say(f"task {task_id}: {status} ({time.monotonic() - started:.0f} s)")
+            last[0] = status
+
+    try:
+        done = client.wait(task_id, on_update=progress)
+    except TaskFailed as exc:
+        _say(f"Error: {exc.message}")
+        return EXIT_REJECTED
+    print(json.dumps({"task_id": task_id, "task_status": done.output.task_status,
+                      "usage": done.usage.model_dump() if done.usage else None}), flush=True)
+    if output and done.video_url:
+        path = client.download(done.video_url, output)
+        _say(f"video written to {path} ({path.stat().st_size} bytes)")
+    return EXIT_OK
+
+
+def _cmd_task(args: argparse.Namespace) -> int:
+    from .client import EmoClient
+
+    if not args.list and not args.task_id:
+        _say("Error: give a TASK_ID or --list")
+        return EXIT_ERROR
+    with EmoClient() as client:
+        if args.list:
+            for item in client.list_tasks(page_size=20).data:
+                print(json.dumps(item.model_dump(exclude_none=True)), flush=True)
+            return EXIT_OK
+        if args.wait:
+            return _wait_and_download(client, args.task_id, args.output)
+        task = client.get_task(args.task_id)
+        print(json.dumps(task.model_dump(exclude_none=True), ensure_ascii=False), flush=True)
+        if args.output:
+            if not task.video_url:
+                _say(f"Error: task {args.task_id} is {task.output.task_status}; no video to download yet")
+                return EXIT_REJECTED
+            path = client.download(task.video_url, args.output)
+            _say(f"video written to {path} ({path.stat().st_size} bytes)")
+        return EXIT_OK if task.output.task_status not in ("FAILED", "CANCELED", "UNKNOWN") else EXIT_REJECTED
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    import ipaddress
+    import signal
+    import threading
+
+    from .sandbox import Sandbox, SandboxOptions
+
+    try:
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        _say(f"Error: --host must be a loopback address, not {args.host}")
+        return EXIT_ERROR
+    options = SandboxOptions(api_key=args.api_key, pending_s=args.pending_s, running_s=args.running_s,
+                             fault_429=args.fault_429, fault_500=args.fault_500, latency_s=args.latency,
+                             drop_submits=args.drop_submits, expire_after_s=args.expire_after,
+                             detect_reject_status=args.detect_reject_status)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Sandbox(options, host=args.host, port=args.port) as sandbox:
+        _say(f"sandbox listening on {sandbox.base_url}; use DASHSCOPE_HTTP_BASE_URL={sandbox.api_base}")
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

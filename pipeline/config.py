@@ -9,11 +9,47 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
-__all__ = ["CheckConfig", "DEFAULT_CONFIG", "Ratio", "RATIOS"]
+__all__ = ["CheckConfig", "DEFAULT_CONFIG", "Ratio", "RATIOS", "StyleLevel", "STYLE_LEVELS", "PRICE_CNY_PER_SECOND"]
 
 Ratio = Literal["1:1", "3:4"]
 #: ext_bbox aspect as (width, height) integers, per the EMO API (spec section 2).
 RATIOS: dict[str, tuple[int, int]] = {"1:1": (1, 1), "3:4": (3, 4)}
+
+StyleLevel = Literal["normal", "calm", "active"]
+#: parameters.style_level values of emo-v1 (spec section 1.3).
+STYLE_LEVELS = ("normal", "calm", "active")
+#: emo-v1 price per second of video by ratio, CNY (spec section 4).
+PRICE_CNY_PER_SECOND = {"1:1": 0.08, "3:4": 0.16}
+
+# --- audio (spec section 2) ---------------------------------------------------------------
+#: The service's audio limits: under 15 MB, under 60 s, wav or mp3.
+AUDIO_MAX_BYTES = 15 * 1024 * 1024
+AUDIO_MAX_SECONDS = 60.0
+#: Warn below this RMS level (dBFS): speech recorded at a normal level sits around -20.
+AUDIO_SILENT_DBFS = -45.0
+#: Refuse to read more than this from an audio source (a 60 s WAV at 48 kHz stereo is 11 MB).
+AUDIO_MAX_INPUT_BYTES = 100 * 1024 * 1024
+
+# --- service and client --------------------------------------------------------------------
+#: Beijing, the only region that serves EMO (spec 1.1); DASHSCOPE_HTTP_BASE_URL overrides.
+DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
+ENV_API_KEY, ENV_BASE_URL = "DASHSCOPE_API_KEY", "DASHSCOPE_HTTP_BASE_URL"
+DETECT_MODEL, VIDEO_MODEL = "emo-detect-v1", "emo-v1"
+#: Seconds: connect, and each read/write; uploads and downloads of big files use their own.
+API_TIMEOUT_S = 30.0
+TRANSFER_TIMEOUT_S = 600.0
+#: Retries of a call that is safe to repeat, exponential backoff with full jitter.
+MAX_RETRIES = 4
+BACKOFF_INITIAL_S, BACKOFF_MAX_S = 0.5, 8.0
+#: A Retry-After longer than this is not honoured as is (we would rather fail and say so).
+RETRY_AFTER_CAP_S = 60.0
+#: Task polling: first wait, growth per poll, longest wait (the SDK polls 1 s -> 5 s); one
+#: waiter stays far below the 20 queries/s account limit.
+POLL_INITIAL_S, POLL_FACTOR, POLL_MAX_S = 1.0, 1.5, 5.0
+#: Default deadline for waiting on a task (the service itself gives up after 3 h).
+WAIT_TIMEOUT_S = 3 * 3600.0
+#: Largest result video accepted by download.
+MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024
 
 # --- ingest -----------------------------------------------------------------------------
 #: Bytes read from any source; a 12 MP phone JPEG is 3-8 MB, the upload policy caps at 100 MB.

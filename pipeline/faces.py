@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .boxes import iou
 from .config import LANDMARK_CROP_SCALE, LANDMARK_INPUT
 from .ingest import LoadedImage
 from .modelfiles import model_path
@@ -183,7 +184,7 @@ class FaceFinder:
                   for d in self._detect_raw(framed)]
         merged = list(padded)
         for face in plain:
-            match = next((i for i, other in enumerate(merged) if _iou(face.xyxy, other.xyxy) >= 0.3), None)
+            match = next((i for i, other in enumerate(merged) if iou(face.xyxy, other.xyxy) >= 0.3), None)
             if match is None:
                 merged.append(face)
             else:
@@ -259,14 +260,6 @@ def _to_face(detection, size_wh: tuple[int, int], offset: tuple[int, int],
             (b.origin_x + b.width - ox) * sx, (b.origin_y + b.height - oy) * sy)
     kps = tuple(((k.x * size_wh[0] - ox) * sx, (k.y * size_wh[1] - oy) * sy) for k in detection.keypoints)
     return Face(xyxy=xyxy, score=float(detection.categories[0].score), keypoints=kps)
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def primary_index(faces: list[Face], width: int, height: int) -> int:

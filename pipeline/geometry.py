@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import math
 
+from .boxes import XYXY
 from .config import RATIOS
 
-__all__ = ["XYXY", "face_box", "crop_box", "EXT_SCALE_11", "EXT_WIDTH_34"]
-
-XYXY = tuple[int, int, int, int]
+__all__ = ["face_box", "crop_box", "EXT_SCALE_11", "EXT_WIDTH_34"]
 
 #: 1:1 side in face sides and upward shift of the centre in face sides (emo-detect sample A).
 EXT_SCALE_11, EXT_SHIFT_UP_11 = 2.5, 0.15
@@ -80,3 +79,4 @@ def crop_box(face_xyxy: tuple[float, float, float, float], size_wh: tuple[int, i
     if ox is None or oy is None:
         return None
     return (ox, oy, ox + bw, oy + bh)
+

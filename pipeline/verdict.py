@@ -16,11 +16,12 @@ import numpy as np
 
 from . import checks
 from .body import BodyFinder
-from .checks import Finding
+from .findings import Finding
 from .config import DEFAULT_CONFIG, RATIOS, CheckConfig
 from .errors import InputError, UsageError
 from .faces import FaceFinder, HeadPose, Mesh, head_pose, primary_index
-from .geometry import XYXY, crop_box, face_box
+from .boxes import XYXY
+from .geometry import crop_box, face_box
 from .ingest import ImageInfo, LoadedImage, decode_image, read_source
 
 __all__ = ["Report", "Checker", "check"]

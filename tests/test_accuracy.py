@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import DATA, DATA34, labels
+from pipeline.boxes import iou
 
 
 def _score(checker, folder, ratio, key):
@@ -45,13 +46,6 @@ def test_reject_reason_matches_label(checker):
     assert len(wrong) <= 0.1 * len(rows), "\n".join(wrong)
 
 
-def _iou(a, b):
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union
-
-
 def test_pass_face_boxes_match_labels(checker):
     """face_bbox overlaps the labelled box (MediaPipe style) on every pass: IoU >= 0.7 each,
     median >= 0.9."""
@@ -60,6 +54,6 @@ def test_pass_face_boxes_match_labels(checker):
         if row["expected"] == "pass":
             report = checker.check(DATA / row["file"])
             assert report.face_bbox is not None, row["file"]
-            ious.append((_iou(report.face_bbox, row["faces"][0]), row["file"]))
+            ious.append((iou(report.face_bbox, row["faces"][0]), row["file"]))
     assert min(ious)[0] >= 0.7, min(ious)
     assert sorted(ious)[len(ious) // 2][0] >= 0.9

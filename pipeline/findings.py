@@ -1,15 +1,18 @@
-"""The check codes of the JSON contract: the EMO error each one pre-empts and its hints.
+"""Findings and their codes: the JSON contract's check codes, the EMO error each pre-empts,
+and the hint for the person who took the photo (or recorded the audio).
 
-One row per code; the hint is for the person who took the photo, in English and Chinese
-(the service's users are mostly in China). Messages with measured values are written where
-the value is measured.
+One row per code, hints in English and Chinese (the service's users are mostly in China).
+Messages with measured values are written where the value is measured.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
-__all__ = ["CodeInfo", "CODES"]
+__all__ = ["CodeInfo", "CODES", "Finding", "Severity"]
+
+Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
@@ -77,4 +80,55 @@ CODES: dict[str, CodeInfo] = {
         "InvalidFile.FullBody",
         "For a half-body (3:4) video the person must be visible from the head down to the hips.",
         "半身视频（3:4）要求从头部到髋部完整可见。"),
+    "audio_unreadable": CodeInfo(
+        "InvalidURL",
+        "The audio file cannot be read (empty, truncated or not audio). Export it again as MP3 or WAV.",
+        "音频文件无法读取（为空、不完整或不是音频），请重新导出为 MP3 或 WAV。"),
+    "audio_unsupported_format": CodeInfo(
+        "InvalidURL",
+        "Use a WAV or MP3 audio file.",
+        "请使用 WAV 或 MP3 格式的音频。"),
+    "audio_too_large": CodeInfo(
+        "InvalidURL",
+        "The audio file must be under 15 MB: shorten it or export it as MP3.",
+        "音频文件需小于 15 MB：请缩短或导出为 MP3。"),
+    "audio_too_long": CodeInfo(
+        "InvalidURL",
+        "The audio must be shorter than 60 seconds: cut it into shorter clips.",
+        "音频时长需少于 60 秒：请剪成更短的片段。"),
+    "audio_silent": CodeInfo(
+        "InvalidURL",
+        "The audio is nearly silent: record a clear, loud voice without background music.",
+        "音频几乎无声：请录制清晰响亮、无背景音乐的人声。"),
 }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem (error) or risk (warning) found in an input."""
+
+    code: str
+    severity: Severity
+    message: str
+    value: float | None = None
+    limit: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"Finding.code: expected one of {sorted(CODES)}, got {self.code!r}")
+
+    @property
+    def hint(self) -> str:
+        return CODES[self.code].hint
+
+    @property
+    def api_code(self) -> str:
+        return CODES[self.code].api_code
+
+    def to_dict(self) -> dict[str, Any]:
+        info = CODES[self.code]
+        return {"code": self.code, "severity": self.severity,
+                "value": None if self.value is None else round(float(self.value), 3),
+                "limit": None if self.limit is None else round(float(self.limit), 3),
+                "message": self.message, "hint": info.hint, "hint_zh": info.hint_zh,
+                "api_code": info.api_code}

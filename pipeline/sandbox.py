@@ -1,0 +1,610 @@
+"""A local stand-in for DashScope's EMO API, on loopback, for trying and testing clients.
+
+It speaks the API of the spec: the temporary-upload policy and its form-POST target,
+face-detect (answered by our own check stage), video-synthesis (header, model, box, style
+and audio validation with the spec's error bodies), task get, list and cancel, and result
+download. Tasks queue per API key and run one at a time, PENDING -> RUNNING -> SUCCEEDED on
+a configurable clock. The result is a real MP4: the ext_bbox crop at 512x512 (1:1) or
+512x704 (3:4), as long as the audio, with the audio track. It previews the framing only,
+and says so on every frame. It fetches only its own uploads and loopback URLs.
+
+Faults for clients and tests: a share of 429 and 500 answers, added latency, dropping the
+connection after a task was created, and tasks that expire early. `GET /sandbox/records`
+shows what the sandbox saw (submits, tasks, downloads).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import hashlib
+import hmac
+import http.server
+import io
+import ipaddress
+import json
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+import numpy as np
+
+from .audio import check_audio
+from .config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, DETECT_MODEL, STYLE_LEVELS, VIDEO_MODEL
+from .findings import CODES
+from .ingest import decode_image
+from .errors import InputError
+from .payload import box_ratio
+
+__all__ = ["SandboxOptions", "Sandbox", "render_framing_video"]
+
+API_PREFIX = "/api/v1"
+OUTPUT_WH = {"1:1": (512, 512), "3:4": (512, 704)}
+#: The service's check_pass=false messages per code (spec 3.1).
+_DETECT_MESSAGES = {
+    "InvalidFile.NoHuman": "The input image has no human body. Please upload other image with single person.",
+    "InvalidFile.MultiHuman": "The input image has multi human bodies. Please upload other image with single person.",
+    "InvalidFile.BodyProportion": "The proportion of the detected person in the picture is too large or too small, "
+                                  "please upload other image.",
+    "InvalidFile.Resolution": "The image resolution is invalid, please make sure that the largest length of image is "
+                              "smaller than 7000, and the smallest length of image is larger than 400.",
+    "InvalidFile.Value": "The value of the image is invalid, please upload other clearer image.",
+    "InvalidFile.FullFace": "The pose of the detected face is invalid, please upload other image with whole face.",
+    "InvalidFile.FacePose": "The pose of the detected face is invalid, please upload other image with the expected "
+                            "oriention.",
+    "InvalidFile.FullBody": "The pose of the detected person is invalid, please upload other image with whole body, "
+                            "or change the ratio parameter to 1:1.",
+}
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """How the sandbox behaves; the fault options default to off."""
+
+    api_key: str = "sk-sandbox"
+    pending_s: float = 0.5
+    """Seconds a task stays PENDING (when nothing runs before it)."""
+    running_s: float = 1.0
+    """Seconds a task stays RUNNING before its video is made."""
+    fps: int = 10
+    fault_429: float = 0.0
+    """Share (0-1) of API calls answered 429 Throttling."""
+    fault_500: float = 0.0
+    """Share (0-1) of API calls answered 500 InternalError."""
+    latency_s: float = 0.0
+    """Added to every API call."""
+    drop_submits: int = 0
+    """The first N submits create their task, then drop the connection without an answer."""
+    expire_after_s: float | None = None
+    """Tasks are forgotten (UNKNOWN, result gone) this long after creation."""
+    detect_reject_status: int = 200
+    """How face-detect says no: 200 with check_pass=false, or 400 with InvalidFile.* (spec 1.2)."""
+    seed: int | None = None
+
+
+def _now_text(t: float) -> str:
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S.") + f"{int(t * 1000) % 1000:03d}"
+
+
+@dataclass
+class _Task:
+    task_id: str
+    key: str
+    request: dict[str, Any]
+    image: bytes
+    audio: bytes
+    duration_s: float
+    created: float
+    status: str = "PENDING"
+    scheduled: float | None = None
+    ended: float | None = None
+    video: bytes | None = None
+    code: str | None = None
+    message: str | None = None
+    history: list[tuple[str, float]] = field(default_factory=list)
+
+    def output(self, base: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"task_id": self.task_id, "task_status": self.status,
+                               "submit_time": _now_text(self.created)}
+        if self.scheduled:
+            out["scheduled_time"] = _now_text(self.scheduled)
+        if self.ended:
+            out["end_time"] = _now_text(self.ended)
+        if self.status == "SUCCEEDED":
+            out["results"] = {"video_url": f"{base}/results/{self.task_id}.mp4"}
+        if self.code:
+            out["code"], out["message"] = self.code, self.message
+        return out
+
+
+class _Reply(Exception):
+    """Raised inside a handler to answer with an error body."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+class Sandbox:
+    """The server: `start()` binds and serves in background threads, `stop()` ends them."""
+
+    def __init__(self, options: SandboxOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.options = options or SandboxOptions()
+        self._rng = random.Random(self.options.seed)
+        self._lock = threading.RLock()
+        self._secret = uuid.uuid4().bytes
+        self._objects: dict[str, bytes] = {}
+        self._tasks: dict[str, _Task] = {}
+        self._records: dict[str, Any] = {"submits": [], "uploads": 0, "downloads": {}, "faults": 0, "dropped": []}
+        self._drops_left = self.options.drop_submits
+        self._checker = None
+        self._stop = threading.Event()
+        handler = type("Handler", (_Handler,), {"sandbox": self})
+        self._server = http.server.ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_base(self) -> str:
+        """What DASHSCOPE_HTTP_BASE_URL should be set to."""
+        return self.base_url + API_PREFIX
+
+    def start(self) -> Sandbox:
+        for target in (self._server.serve_forever, self._schedule):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._checker is not None:
+            self._checker.close()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def records(self) -> dict[str, Any]:
+        """What the sandbox saw: submits (with the task each created), uploads, downloads
+        per task, injected faults, dropped answers, and every task's status history."""
+        with self._lock:
+            tasks = {t.task_id: {"status": t.status, "history": list(t.history)} for t in self._tasks.values()}
+            return json.loads(json.dumps({**self._records, "tasks": tasks}))
+
+    # --- the clock ------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        while not self._stop.wait(0.05):
+            now = time.time()
+            to_render: list[_Task] = []
+            with self._lock:
+                expire = self.options.expire_after_s
+                if expire is not None:
+                    for task_id in [t.task_id for t in self._tasks.values() if now - t.created > expire]:
+                        del self._tasks[task_id]
+                running_keys = {t.key for t in self._tasks.values() if t.status == "RUNNING"}
+                for task in sorted(self._tasks.values(), key=lambda t: t.created):
+                    if task.status == "RUNNING" and now - (task.scheduled or now) >= self.options.running_s:
+                        to_render.append(task)
+                    elif task.status == "PENDING" and task.key not in running_keys \
+                            and now - task.created >= self.options.pending_s:
+                        self._move(task, "RUNNING", now)
+                        task.scheduled = now
+                        running_keys.add(task.key)
+            for task in to_render:
+                try:
+                    video = render_framing_video(task.image, task.request["input"]["ext_bbox"], task.audio,
+                                                 fps=self.options.fps)
+                except Exception as exc:  # a failed render is a FAILED task, as on the service
+                    with self._lock:
+                        task.code, task.message = "InternalError.Algo", f"render failed: {type(exc).__name__}"
+                        task.ended = time.time()
+                        self._move(task, "FAILED", task.ended)
+                    continue
+                with self._lock:
+                    task.video = video
+                    task.ended = time.time()
+                    self._move(task, "SUCCEEDED", task.ended)
+
+    @staticmethod
+    def _move(task: _Task, status: str, when: float) -> None:
+        task.status = status
+        task.history.append((status, round(when, 3)))
+
+    # --- API ------------------------------------------------------------------------------
+    def _fault(self) -> None:
+        if self.options.latency_s:
+            time.sleep(self.options.latency_s)
+        roll = self._rng.random()
+        if roll < self.options.fault_429:
+            self._records["faults"] += 1
+            raise _Reply(429, "Throttling", "Requests throttling triggered.", {"Retry-After": "0"})
+        if roll < self.options.fault_429 + self.options.fault_500:
+            self._records["faults"] += 1
+            raise _Reply(500, "InternalError", "An internal error has occured, please try again later.")
+
+    def _auth(self, headers: Any) -> str:
+        value = headers.get("Authorization", "")
+        key = value[7:] if value.startswith("Bearer ") else ""
+        if not key:
+            raise _Reply(401, "InvalidApiKey", "No API-key provided.")
+        if not hmac.compare_digest(key, self.options.api_key):
+            raise _Reply(401, "InvalidApiKey", "Invalid API-key provided.")
+        return key
+
+    def policy(self, model: str) -> dict[str, Any]:
+        expires = time.time() + 300
+        doc = base64.b64encode(json.dumps({"expiration": expires, "model": model}).encode()).decode()
+        signature = base64.b64encode(hmac.new(self._secret, doc.encode(), hashlib.sha1).digest()).decode()
+        upload_dir = f"dashscope-instant/sandbox/{datetime.now():%Y-%m-%d}/{uuid.uuid4().hex[:12]}"
+        return {"request_id": str(uuid.uuid4()), "data": {
+            "policy": doc, "signature": signature, "upload_dir": upload_dir,
+            "upload_host": f"{self.base_url}/oss", "expire_in_seconds": 300, "max_file_size_mb": 100,
+            "capacity_limit_mb": 999999999, "oss_access_key_id": "SANDBOXKEY", "x_oss_object_acl": "private",
+            "x_oss_forbid_overwrite": "true"}}
+
+    def upload(self, content_type: str, body: bytes) -> None:
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        if not message.is_multipart():
+            raise _Reply(400, "InvalidArgument", "multipart/form-data expected")
+        fields: dict[str, bytes] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            fields[str(name)] = part.get_payload(decode=True) or b""
+        doc = fields.get("policy", b"").decode()
+        expected = base64.b64encode(hmac.new(self._secret, doc.encode(), hashlib.sha1).digest()).decode()
+        if not hmac.compare_digest(expected, fields.get("Signature", b"").decode()):
+            raise _Reply(403, "SignatureDoesNotMatch", "The request signature we calculated does not match.")
+        if json.loads(base64.b64decode(doc))["expiration"] < time.time():
+            raise _Reply(403, "AccessDenied", "Invalid according to Policy: Policy expired.")
+        key = fields.get("key", b"").decode()
+        if "file" not in fields or not key.startswith("dashscope-instant/sandbox/"):
+            raise _Reply(400, "InvalidArgument", "key and file are required")
+        if len(fields["file"]) > 100 * 1024 * 1024:
+            raise _Reply(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.")
+        with self._lock:
+            if key in self._objects:
+                raise _Reply(409, "FileAlreadyExists", "The object you specified already exists.")
+            self._objects[key] = fields["file"]
+            self._records["uploads"] += 1
+
+    def _resolve(self, url: str, headers: Any, what: str) -> bytes:
+        if url.startswith("oss://"):
+            if headers.get("X-DashScope-OssResourceResolve", "").lower() != "enable":
+                raise _Reply(400, "InvalidParameter.DataInspection",
+                             "The media format is not supported or incorrect for the data inspection.")
+            with self._lock:
+                data = self._objects.get(url[len("oss://"):])
+            if data is None:
+                raise _Reply(400, "InvalidURL", f"Required URL is missing or invalid, please check the request "
+                                                f"{what} URL.")
+            return data
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not _loopback(parts.hostname or ""):
+            raise _Reply(400, "InvalidURL", f"The sandbox fetches only its own uploads and loopback URLs ({what}).")
+        import httpx
+
+        try:
+            with httpx.Client(timeout=10) as client:
+                response = client.get(url)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise _Reply(400, "InvalidURL.ConnectionRefused", f"Download {what} failed: {type(exc).__name__}") from exc
+        return response.content
+
+    def _checker_instance(self):
+        with self._lock:
+            if self._checker is None:
+                from .verdict import Checker
+
+                self._checker = Checker()
+            return self._checker
+
+    def face_detect(self, body: dict[str, Any], headers: Any) -> dict[str, Any]:
+        if headers.get("X-DashScope-Async", "").lower() == "enable":
+            raise _Reply(403, "AccessDenied", "Current user api does not support asynchronous calls.")
+        if body.get("model") != DETECT_MODEL:
+            raise _Reply(400, "InvalidParameter", "The request parameter is invalid.")
+        ratio = (body.get("parameters") or {}).get("ratio", "1:1")
+        url = (body.get("input") or {}).get("image_url")
+        if ratio not in OUTPUT_WH or not isinstance(url, str):
+            raise _Reply(400, "InvalidParameter", "The request parameter is invalid, please check the request parameter.")
+        data = self._resolve(url, headers, "image")
+        report = self._checker_instance().check_bytes(data, url, ratio)
+        request_id = str(uuid.uuid4())
+        if report.ok:
+            return {"output": {"check_pass": True, "face_bbox": list(report.face_bbox),
+                               "ext_bbox": list(report.ext_bbox), "humanoid": True},
+                    "usage": {"image_count": 1}, "request_id": request_id}
+        first = report.errors[0]
+        if first.code in ("unreadable", "unsupported_format"):
+            raise _Reply(400, "InvalidURL", "The request URL is invalid, please check the request URL is available "
+                                            "and the request image format is one of the following types: JPEG, JPG, "
+                                            "PNG, BMP, and WEBP.")
+        api_code = CODES[first.code].api_code
+        message = _DETECT_MESSAGES.get(api_code, _DETECT_MESSAGES["InvalidFile.Value"])
+        if self.options.detect_reject_status == 400:
+            raise _Reply(400, api_code, message)
+        return {"output": {"check_pass": False, "code": api_code, "message": message},
+                "usage": {"image_count": 1}, "request_id": request_id}
+
+    def submit(self, body: dict[str, Any], headers: Any, key: str) -> tuple[dict[str, Any], bool]:
+        """Validate and create a task; the bool says whether to drop the connection instead."""
+        if headers.get("X-DashScope-Async", "").lower() != "enable":
+            raise _Reply(403, "AccessDenied", "current user api does not support synchronous calls.")
+        if body.get("model") != VIDEO_MODEL:
+            raise _Reply(404, "ModelNotFound", f"Model not exist: {body.get('model')!r}.")
+        inp = body.get("input") or {}
+        if set(body) - {"model", "input", "parameters"} or not isinstance(inp, dict):
+            raise _Reply(400, "InvalidParameter", "The request parameter is invalid.")
+        for name in ("image_url", "audio_url"):
+            if not isinstance(inp.get(name), str) or not inp[name]:
+                raise _Reply(400, "InvalidParameter", "Required parameter(s) missing or invalid, please check the "
+                                                      "request parameters.")
+        face, ext = inp.get("face_bbox"), inp.get("ext_bbox")
+        if not all(isinstance(b, list) and len(b) == 4 and all(type(v) is int and v >= 0 for v in b)
+                   for b in (face, ext)) or not (face[0] < face[2] and face[1] < face[3] and ext[0] < ext[2]
+                                                 and ext[1] < ext[3]):
+            raise _Reply(400, "InvalidParameter", "Invalid bbox input")
+        ratio = box_ratio(ext)
+        if ratio is None:
+            raise _Reply(400, "InvalidParameter", "The request parameter is invalid, please check the request "
+                                                  "parameter.")
+        if not (ext[0] <= face[0] and ext[1] <= face[1] and face[2] <= ext[2] and face[3] <= ext[3]):
+            raise _Reply(400, "InvalidParameter", "Invalid bbox input")
+        style = (body.get("parameters") or {}).get("style_level", "normal")
+        if style not in STYLE_LEVELS:
+            raise _Reply(400, "InvalidParameter", "The style_level is invalid.")
+        image = self._resolve(inp["image_url"], headers, "image")
+        try:
+            info = decode_image(image, inp["image_url"]).info
+        except InputError as exc:
+            raise _Reply(400, "InvalidURL", "The request URL is invalid, please check the request URL is available "
+                                            "and the request image format is one of the following types: JPEG, JPG, "
+                                            "PNG, BMP, and WEBP.") from exc
+        if ext[2] > info.width or ext[3] > info.height:
+            raise _Reply(400, "InvalidParameter", "Invalid bbox input")
+        audio_bytes = self._resolve(inp["audio_url"], headers, "audio")
+        audio = check_audio(audio_bytes, source_id=inp["audio_url"])
+        if audio.format not in ("wav", "mp3"):
+            raise _Reply(400, "InvalidURL", "File type is not supported. Allowed types are: .wav, .mp3.")
+        if len(audio_bytes) >= AUDIO_MAX_BYTES:
+            raise _Reply(400, "InvalidURL", "File size is larger than 15MB.")
+        if (audio.duration_s or 0) >= AUDIO_MAX_SECONDS:
+            raise _Reply(400, "InvalidURL", f"The input audio is longer than {AUDIO_MAX_SECONDS:g}s.")
+        now = time.time()
+        task = _Task(task_id=str(uuid.uuid4()), key=key, request=body, image=image, audio=audio_bytes,
+                     duration_s=audio.duration_s or 0.0, created=now)
+        self._move(task, "PENDING", now)
+        with self._lock:
+            self._tasks[task.task_id] = task
+            self._records["submits"].append({"task_id": task.task_id, "at": round(now, 3),
+                                             "body_sha256": hashlib.sha256(json.dumps(body, sort_keys=True).encode())
+                                             .hexdigest()})
+            drop = self._drops_left > 0
+            if drop:
+                self._drops_left -= 1
+                self._records["dropped"].append(task.task_id)
+        return {"output": {"task_id": task.task_id, "task_status": "PENDING"}, "request_id": str(uuid.uuid4())}, drop
+
+    def task(self, task_id: str, key: str) -> dict[str, Any]:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.key != key:
+                return {"request_id": str(uuid.uuid4()), "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
+            answer: dict[str, Any] = {"request_id": str(uuid.uuid4()), "output": task.output(self.base_url)}
+            if task.status == "SUCCEEDED":
+                answer["usage"] = {"video_duration": round(task.duration_s, 2), "video_ratio":
+                                   box_ratio(task.request["input"]["ext_bbox"])}
+            return answer
+
+    def cancel(self, task_id: str, key: str) -> dict[str, Any]:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.key != key or task.status != "PENDING":
+                raise _Reply(400, "UnsupportedOperation", "Failed to cancel the task, please confirm if the task is "
+                                                          "in PENDING status.")
+            task.ended = time.time()
+            self._move(task, "CANCELED", task.ended)
+            return {"request_id": str(uuid.uuid4()), "output": task.output(self.base_url)}
+
+    def list(self, query: dict[str, list[str]], key: str) -> dict[str, Any]:
+        def one(name: str) -> str | None:
+            return query.get(name, [None])[0]
+
+        page_no = max(1, int(one("page_no") or 1))
+        page_size = min(100, max(1, int(one("page_size") or 10)))
+
+        def stamp(value: str | None) -> float | None:
+            return datetime.strptime(value, "%Y%m%d%H%M%S").timestamp() if value else None
+
+        start, end = stamp(one("start_time")), stamp(one("end_time"))
+        with self._lock:
+            tasks = [t for t in sorted(self._tasks.values(), key=lambda t: -t.created) if t.key == key
+                     and (one("status") in (None, t.status))
+                     and (one("model_name") in (None, VIDEO_MODEL))
+                     and (start is None or t.created >= start) and (end is None or t.created <= end)]
+            page = tasks[(page_no - 1) * page_size: page_no * page_size]
+            data = [{"task_id": t.task_id, "task_status": t.status, "model_name": VIDEO_MODEL,
+                     "submit_time": _now_text(t.created), **({"end_time": _now_text(t.ended)} if t.ended else {})}
+                    for t in page]
+        return {"request_id": str(uuid.uuid4()), "data": data, "total": len(tasks), "page_no": page_no,
+                "page_size": page_size}
+
+    def result(self, task_id: str) -> bytes:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.video is None:
+                raise _Reply(404, "NoSuchKey", "The specified key does not exist.")
+            downloads = self._records["downloads"]
+            downloads[task_id] = downloads.get(task_id, 0) + 1
+            return task.video
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    sandbox: Sandbox
+    protocol_version = "HTTP/1.1"
+    server_version = "emo-prep-sandbox"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the CLI prints its own line
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 120 * 1024 * 1024:
+            raise _Reply(413, "EntityTooLarge", "request body too large")
+        return self.rfile.read(length)
+
+    def _json_body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self._body() or b"{}")
+        except ValueError as exc:
+            raise _Reply(400, "InvalidParameter", "The request is missing required parameters or in a wrong format.") \
+                from exc
+        if not isinstance(body, dict):
+            raise _Reply(400, "InvalidParameter", "The request parameter is invalid.")
+        return body
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        sb = self.sandbox
+        parts = urlsplit(self.path)
+        path, query = parts.path.rstrip("/"), parse_qs(parts.query)
+        try:
+            if method == "POST" and path == "/oss":
+                sb.upload(self.headers.get("Content-Type", ""), self._body())
+                return self._send(200, b"", "text/plain")
+            if method == "GET" and (m := re.fullmatch(r"/results/([\w-]+)\.mp4", path)):
+                return self._send(200, sb.result(m.group(1)), "video/mp4")
+            if not path.startswith(API_PREFIX) and path != "/sandbox/records":
+                raise _Reply(404, "NotFound", f"no such route: {path}")
+            key = sb._auth(self.headers)
+            if path == "/sandbox/records":
+                return self._json(200, sb.records())
+            sb._fault()
+            route = path[len(API_PREFIX):]
+            if method == "GET" and route == "/uploads":
+                if query.get("action") != ["getPolicy"] or not query.get("model"):
+                    raise _Reply(400, "InvalidParameter", "action=getPolicy and model are required")
+                return self._json(200, sb.policy(query["model"][0]))
+            if method == "POST" and route == "/services/aigc/image2video/face-detect":
+                return self._json(200, sb.face_detect(self._json_body(), self.headers))
+            if method == "POST" and route == "/services/aigc/image2video/video-synthesis":
+                answer, drop = sb.submit(self._json_body(), self.headers, key)
+                if drop:  # the task exists, the answer is lost on the way
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return None
+                return self._json(200, answer)
+            if method == "GET" and route == "/tasks":
+                return self._json(200, sb.list(query, key))
+            if method == "GET" and (m := re.fullmatch(r"/tasks/([\w.-]+)", route)):
+                return self._json(200, sb.task(m.group(1), key))
+            if method == "POST" and (m := re.fullmatch(r"/tasks/([\w.-]+)/cancel", route)):
+                return self._json(200, sb.cancel(m.group(1), key))
+            raise _Reply(404, "NotFound", f"no such route: {method} {path}")
+        except _Reply as reply:
+            self._json(reply.status, {"code": reply.code, "message": reply.message,
+                                      "request_id": str(uuid.uuid4())}, reply.headers)
+        except Exception as exc:  # never a traceback on the wire or the terminal
+            self._json(500, {"code": "InternalError", "message": f"sandbox error: {type(exc).__name__}",
+                             "request_id": str(uuid.uuid4())})
+
+
+def render_framing_video(image: bytes, ext_bbox: list[int], audio: bytes, *, fps: int = 10) -> bytes:
+    """An MP4 of the ext_bbox crop at EMO's output size, as long as the audio, with it as the
+    sound track (AAC). A framing preview: the picture does not move, and says so."""
+    import av
+
+    from .ingest import upload_form, load_image
+
+    ratio = box_ratio(ext_bbox) or "1:1"
+    width, height = OUTPUT_WH[ratio]
+    # the boxes are in the pixels of the uploaded image (EXIF applied): decode it as such
+    form = upload_form(load_image(image))
+    frame_bgr = cv2.imdecode(np.frombuffer(form.data, np.uint8), cv2.IMREAD_COLOR)
+    if frame_bgr is None:
+        raise ValueError("image could not be decoded")
+    x1, y1, x2, y2 = ext_bbox
+    crop = cv2.resize(frame_bgr[y1:y2, x1:x2], (width, height), interpolation=cv2.INTER_AREA)
+    cv2.rectangle(crop, (0, height - 28), (width, height), (0, 0, 0), -1)
+    cv2.putText(crop, "emo-prep sandbox: framing preview, not EMO", (8, height - 9),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    rgb = np.ascontiguousarray(crop[:, :, ::-1])
+    out = io.BytesIO()
+    with av.logging.Capture(), av.open(io.BytesIO(audio)) as src, av.open(out, mode="w", format="mp4") as dst:
+        video = dst.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"preset": "veryfast", "crf": "28"}
+        sound = dst.add_stream("aac", rate=44100, layout="mono")
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=44100)
+        samples = 0
+        for decoded in src.decode(src.streams.audio[0]):
+            for chunk in resampler.resample(decoded):
+                samples += chunk.samples
+                for packet in sound.encode(chunk):
+                    dst.mux(packet)
+        for chunk in resampler.resample(None):
+            samples += chunk.samples
+            for packet in sound.encode(chunk):
+                dst.mux(packet)
+        for packet in sound.encode(None):
+            dst.mux(packet)
+        frames = max(1, round(samples / 44100 * fps))
+        picture = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        for index in range(frames):
+            picture.pts = index
+            for packet in video.encode(picture):
+                dst.mux(packet)
+        for packet in video.encode(None):
+            dst.mux(packet)
+    return out.getvalue()
