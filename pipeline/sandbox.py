@@ -16,6 +16,7 @@ shows what the sandbox saw (submits, tasks, downloads).
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import email.parser
 import email.policy
 import hashlib
@@ -39,6 +40,7 @@ import cv2
 import numpy as np
 
 from .audio import check_audio
+from .faces import quiet_native_stderr
 from .config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, DETECT_MODEL, STYLE_LEVELS, VIDEO_MODEL
 from .findings import CODES
 from .ingest import decode_image
@@ -147,6 +149,7 @@ class Sandbox:
         self._records: dict[str, Any] = {"submits": [], "uploads": 0, "downloads": {}, "faults": 0, "dropped": []}
         self._drops_left = self.options.drop_submits
         self._checker = None
+        self._check_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-check")
         self._stop = threading.Event()
         handler = type("Handler", (_Handler,), {"sandbox": self})
         self._server = http.server.ThreadingHTTPServer((host, port), handler)
@@ -176,8 +179,14 @@ class Sandbox:
         self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=10)
-        if self._checker is not None:
-            self._checker.close()
+
+        def close() -> None:
+            if self._checker is not None:
+                self._checker.close()
+
+        with quiet_native_stderr():
+            self._check_thread.submit(close).result()
+            self._check_thread.shutdown()
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -235,12 +244,13 @@ class Sandbox:
     def _fault(self) -> None:
         if self.options.latency_s:
             time.sleep(self.options.latency_s)
-        roll = self._rng.random()
+        with self._lock:
+            roll = self._rng.random()
+            if roll < self.options.fault_429 + self.options.fault_500:
+                self._records["faults"] += 1
         if roll < self.options.fault_429:
-            self._records["faults"] += 1
             raise _Reply(429, "Throttling", "Requests throttling triggered.", {"Retry-After": "0"})
         if roll < self.options.fault_429 + self.options.fault_500:
-            self._records["faults"] += 1
             raise _Reply(500, "InternalError", "An internal error has occured, please try again later.")
 
     def _auth(self, headers: Any) -> str:
@@ -313,13 +323,18 @@ class Sandbox:
             raise _Reply(400, "InvalidURL.ConnectionRefused", f"Download {what} failed: {type(exc).__name__}") from exc
         return response.content
 
-    def _checker_instance(self):
-        with self._lock:
+    def _check(self, data: bytes, source: str, ratio: str):
+        """Run our check stage on the sandbox's one check thread: the models are loaded, used
+        and closed on the same thread (LiteRT logs a teardown line when a thread that used
+        it ends)."""
+        def run():
             if self._checker is None:
                 from .verdict import Checker
 
                 self._checker = Checker()
-            return self._checker
+            return self._checker.check_bytes(data, source, ratio)
+
+        return self._check_thread.submit(run).result()
 
     def face_detect(self, body: dict[str, Any], headers: Any) -> dict[str, Any]:
         if headers.get("X-DashScope-Async", "").lower() == "enable":
@@ -331,7 +346,7 @@ class Sandbox:
         if ratio not in OUTPUT_WH or not isinstance(url, str):
             raise _Reply(400, "InvalidParameter", "The request parameter is invalid, please check the request parameter.")
         data = self._resolve(url, headers, "image")
-        report = self._checker_instance().check_bytes(data, url, ratio)
+        report = self._check(data, url, ratio)
         request_id = str(uuid.uuid4())
         if report.ok:
             return {"output": {"check_pass": True, "face_bbox": list(report.face_bbox),
@@ -493,11 +508,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers)
 
-    def _body(self) -> bytes:
+    def _read_body(self) -> bytes:
+        """The whole request body, read before anything answers: a reply sent early must not
+        leave body bytes on a keep-alive connection."""
         length = int(self.headers.get("Content-Length") or 0)
         if length > 120 * 1024 * 1024:
+            self.close_connection = True
             raise _Reply(413, "EntityTooLarge", "request body too large")
         return self.rfile.read(length)
+
+    def _body(self) -> bytes:
+        return self._raw
 
     def _json_body(self) -> dict[str, Any]:
         try:
@@ -519,7 +540,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         sb = self.sandbox
         parts = urlsplit(self.path)
         path, query = parts.path.rstrip("/"), parse_qs(parts.query)
+        self._raw = b""
         try:
+            self._raw = self._read_body()
             if method == "POST" and path == "/oss":
                 sb.upload(self.headers.get("Content-Type", ""), self._body())
                 return self._send(200, b"", "text/plain")
