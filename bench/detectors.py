@@ -76,7 +76,9 @@ def main() -> int:
     body = "\n".join([
         "<!-- DETECTORS:BEGIN -->", "## Face detector choice (bench/detectors.py)", "",
         "Command: `.venv/bin/python bench/detectors.py`; one plain pass per photo on the working copy, score >= 0.5.",
-        "", "| model | labelled faces found | detections on no_face photos | pass-photo face IoU, median | ms per detection |",
+        "",
+        "| model | labelled faces found | detections on no_face photos | pass-photo face IoU, median "
+        "| ms per detection |",
         "|---|---|---|---|---|", *rows, "",
         "emo-prep uses the full-range model (twice: plain and inside a 25 % margin, see faces.py).",
         "<!-- DETECTORS:END -->"])

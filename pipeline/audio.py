@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import (AUDIO_MAX_BYTES, AUDIO_MAX_INPUT_BYTES, AUDIO_MAX_SECONDS, AUDIO_SILENT_DBFS)
+from .config import AUDIO_MAX_BYTES, AUDIO_MAX_INPUT_BYTES, AUDIO_MAX_SECONDS, AUDIO_SILENT_DBFS
 from .errors import InputError
 from .findings import Finding
 from .ingest import read_source

@@ -12,8 +12,8 @@ import numpy as np
 
 from .body import Hips
 from .config import CheckConfig
-from .findings import Finding
 from .faces import Face, HeadPose
+from .findings import Finding
 from .ingest import ImageInfo
 
 __all__ = ["ORDER", "image_size", "face_count", "face_size", "face_cut_off",

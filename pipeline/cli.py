@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--boxes", choices=["local", "remote"], default="local",
                         help="compute the boxes here (default) or ask emo-detect-v1 (CNY 0.004) and compare")
     submit.add_argument("--force", action="store_true", help="submit even when a check found an error")
-    submit.add_argument("--dry-run", action="store_true", help="check, estimate the cost, print the request; send nothing")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="check, estimate the cost, print the request; send nothing")
     submit.add_argument("--wait", action="store_true", help="wait for the task and download the video")
     submit.add_argument("-o", "--output", metavar="OUT.mp4", help="where to write the video (default: PHOTO name .mp4)")
     submit.set_defaults(run=_cmd_submit)

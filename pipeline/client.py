@@ -30,14 +30,50 @@ from typing import Any
 
 import httpx
 
-from .config import (API_TIMEOUT_S, BACKOFF_INITIAL_S, BACKOFF_MAX_S, DEFAULT_BASE_URL, DETECT_MODEL,
-                     ENV_API_KEY, ENV_BASE_URL, MAX_DOWNLOAD_BYTES, MAX_RETRIES, POLL_FACTOR, POLL_INITIAL_S,
-                     POLL_MAX_S, RETRY_AFTER_CAP_S, TRANSFER_TIMEOUT_S, VIDEO_MODEL, WAIT_TIMEOUT_S)
-from .errors import (AmbiguousSubmitError, APIConnectionError, APIError, APIStatusError, APITimeoutError,
-                     AuthenticationError, InvalidRequestError, PortraitRejected, ServerError, TaskFailed,
-                     TaskTimeout, ThrottledError, UsageError)
-from .payload import (ErrorBody, FaceDetectInput, FaceDetectParameters, FaceDetectRequest, FaceDetectResponse,
-                      PolicyResponse, TaskList, TaskResponse, UploadPolicy, VideoSynthesisRequest)
+from .config import (
+    API_TIMEOUT_S,
+    BACKOFF_INITIAL_S,
+    BACKOFF_MAX_S,
+    DEFAULT_BASE_URL,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    MAX_DOWNLOAD_BYTES,
+    MAX_RETRIES,
+    POLL_FACTOR,
+    POLL_INITIAL_S,
+    POLL_MAX_S,
+    RETRY_AFTER_CAP_S,
+    TRANSFER_TIMEOUT_S,
+    VIDEO_MODEL,
+    WAIT_TIMEOUT_S,
+)
+from .errors import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    InvalidRequestError,
+    PortraitRejected,
+    ServerError,
+    TaskFailed,
+    TaskTimeout,
+    ThrottledError,
+    UsageError,
+)
+from .payload import (
+    ErrorBody,
+    FaceDetectInput,
+    FaceDetectParameters,
+    FaceDetectRequest,
+    FaceDetectResponse,
+    PolicyResponse,
+    TaskList,
+    TaskResponse,
+    UploadPolicy,
+    VideoSynthesisRequest,
+)
 
 __all__ = ["EmoClient", "AsyncEmoClient", "RetryPolicy", "parse_retry_after", "backoff_delay", "should_retry",
            "finding_for_api_code"]
@@ -58,10 +94,14 @@ _DETECT_MESSAGES = (
     ("the proportion of the detected person", "InvalidFile.BodyProportion"),
     ("the image resolution is invalid", "InvalidFile.Resolution"),
     ("the value of the image is invalid", "InvalidFile.Value"),
-    ("the pose of the detected person is invalid please upload other image with the front view", "InvalidFile.FrontBody"),
-    ("the pose of the detected person is invalid please upload other image with whole body", "InvalidFile.FullBody"),
-    ("the pose of the detected face is invalid please upload other image with whole face", "InvalidFile.FullFace"),
-    ("the pose of the detected face is invalid please upload other image with the expected orient", "InvalidFile.FacePose"),
+    ("the pose of the detected person is invalid please upload other image with the front view",
+     "InvalidFile.FrontBody"),
+    ("the pose of the detected person is invalid please upload other image with whole body",
+     "InvalidFile.FullBody"),
+    ("the pose of the detected face is invalid please upload other image with whole face",
+     "InvalidFile.FullFace"),
+    ("the pose of the detected face is invalid please upload other image with the expected orient",
+     "InvalidFile.FacePose"),
 )
 
 
@@ -441,7 +481,8 @@ class EmoClient(_Core):
         _check_size(policy, bytes(data))
         key = _object_key(policy, filename)
         try:
-            self._send(self._upload_call(policy, key, bytes(data), filename, _mime(filename)), timeout=TRANSFER_TIMEOUT_S)
+            self._send(self._upload_call(policy, key, bytes(data), filename, _mime(filename)),
+                       timeout=TRANSFER_TIMEOUT_S)
         except InvalidRequestError as exc:
             if exc.status_code != 409:  # 409: a retry found our own (unique) object already there
                 raise

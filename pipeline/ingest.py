@@ -22,8 +22,16 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import (ALPHA_BACKGROUND_BGR, MAX_INPUT_BYTES, MAX_PIXELS, MIN_DECODE_LONG_SIDE,
-                     SERVICE_FORMATS, UPLOAD_JPEG_QUALITY, URL_TIMEOUT_S, WORK_LONG_SIDE)
+from .config import (
+    ALPHA_BACKGROUND_BGR,
+    MAX_INPUT_BYTES,
+    MAX_PIXELS,
+    MIN_DECODE_LONG_SIDE,
+    SERVICE_FORMATS,
+    UPLOAD_JPEG_QUALITY,
+    URL_TIMEOUT_S,
+    WORK_LONG_SIDE,
+)
 from .errors import InputError
 
 __all__ = ["ImageInfo", "LoadedImage", "UploadForm", "load_image", "decode_image",

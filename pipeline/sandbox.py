@@ -40,11 +40,11 @@ import cv2
 import numpy as np
 
 from .audio import check_audio
-from .faces import quiet_native_stderr
 from .config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, DETECT_MODEL, STYLE_LEVELS, VIDEO_MODEL
+from .errors import InputError
+from .faces import quiet_native_stderr
 from .findings import CODES
 from .ingest import decode_image
-from .errors import InputError
 from .payload import box_ratio
 
 __all__ = ["SandboxOptions", "Sandbox", "render_framing_video"]
@@ -344,7 +344,8 @@ class Sandbox:
         ratio = (body.get("parameters") or {}).get("ratio", "1:1")
         url = (body.get("input") or {}).get("image_url")
         if ratio not in OUTPUT_WH or not isinstance(url, str):
-            raise _Reply(400, "InvalidParameter", "The request parameter is invalid, please check the request parameter.")
+            raise _Reply(400, "InvalidParameter",
+                         "The request parameter is invalid, please check the request parameter.")
         data = self._resolve(url, headers, "image")
         report = self._check(data, url, ratio)
         request_id = str(uuid.uuid4())
@@ -588,7 +589,7 @@ def render_framing_video(image: bytes, ext_bbox: list[int], audio: bytes, *, fps
     sound track (AAC). A framing preview: the picture does not move, and says so."""
     import av
 
-    from .ingest import upload_form, load_image
+    from .ingest import load_image, upload_form
 
     ratio = box_ratio(ext_bbox) or "1:1"
     width, height = OUTPUT_WH[ratio]

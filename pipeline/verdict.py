@@ -16,11 +16,11 @@ import numpy as np
 
 from . import checks
 from .body import BodyFinder
-from .findings import Finding
+from .boxes import XYXY
 from .config import DEFAULT_CONFIG, RATIOS, CheckConfig
 from .errors import InputError, UsageError
 from .faces import FaceFinder, HeadPose, Mesh, head_pose, primary_index
-from .boxes import XYXY
+from .findings import Finding
 from .geometry import crop_box, face_box
 from .ingest import ImageInfo, LoadedImage, decode_image, read_source
 

@@ -9,7 +9,6 @@ Michetti), per the skimage.data docstrings. The speech clip is synthesised with 
     python samples/make_samples.py /tmp/sk/skimage/data
 """
 
-import io
 import subprocess
 import sys
 from pathlib import Path

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import DATA, DATA34, labels
+
 from pipeline.boxes import iou
 
 

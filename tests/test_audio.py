@@ -8,8 +8,8 @@ import wave
 import av
 import numpy as np
 import pytest
-
 from conftest import SAMPLES
+
 from pipeline.audio import check_audio
 
 

@@ -10,11 +10,11 @@ import subprocess
 import zlib
 
 import pytest
+from conftest import EMO_PREP, SAMPLES
 from PIL import Image
 
-from conftest import EMO_PREP, SAMPLES
-from pipeline.ingest import decode_image
 from pipeline.errors import InputError
+from pipeline.ingest import decode_image
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -81,7 +81,7 @@ def test_cli_gives_one_record_per_bad_input(tmp_path):
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["source"] for r in records] == paths
     expected = [code for _, code in CASES.values()] + ["unreadable"] * 3
-    for record, code in zip(records, expected):
+    for record, code in zip(records, expected, strict=False):
         assert record["ok"] is False
         first = record["findings"][0]
         assert first["code"] == code and first["hint"] and first["api_code"], record

@@ -6,9 +6,8 @@ import json
 import subprocess
 import sys
 
-from PIL import Image
-
 from conftest import EMO_PREP, ROOT, SAMPLES
+from PIL import Image
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -6,9 +6,9 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import EMO_PREP, ROOT, SAMPLES
 
 import pipeline
-from conftest import EMO_PREP, ROOT, SAMPLES
 from pipeline import CheckConfig, Checker, UsageError
 
 
@@ -70,3 +70,13 @@ def test_library_use_leaves_stderr_clean_at_exit():
 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_lint_is_clean():
+    """The same ruff rules for everyone (pyproject.toml [tool.ruff])."""
+    ruff = ROOT / ".venv" / "bin" / "ruff"
+    if not ruff.exists():
+        pytest.skip("ruff is not installed in .venv (make test installs it)")
+    proc = subprocess.run([str(ruff), "check", "pipeline", "tests", "bench", "samples", "models"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout

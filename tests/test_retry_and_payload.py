@@ -9,8 +9,14 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.client import RetryPolicy, backoff_delay, finding_for_api_code, parse_retry_after, should_retry
-from pipeline.payload import (FaceDetectResponse, TaskResponse, VideoInput, VideoSynthesisRequest, box_ratio,
-                              estimate_cost)
+from pipeline.payload import (
+    FaceDetectResponse,
+    TaskResponse,
+    VideoInput,
+    VideoSynthesisRequest,
+    box_ratio,
+    estimate_cost,
+)
 
 NOW = 1_800_000_000.0
 

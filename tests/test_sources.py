@@ -6,11 +6,11 @@ import http.server
 import threading
 
 import pytest
-
 from conftest import SAMPLES
+
 from pipeline import check
-from pipeline.ingest import read_source
 from pipeline.errors import InputError
+from pipeline.ingest import read_source
 
 PHOTO = (SAMPLES / "astronaut.png").read_bytes()
 

@@ -12,13 +12,23 @@ import subprocess
 import av
 import httpx
 import pytest
-
 from conftest import DATA34, EMO_PREP, SAMPLES
-from pipeline import load_image, upload_form
+
+from pipeline import upload_form
 from pipeline.client import AsyncEmoClient, EmoClient, RetryPolicy
-from pipeline.errors import (AmbiguousSubmitError, APIConnectionError, APITimeoutError, AuthenticationError,
-                             InvalidRequestError, PortraitRejected, ServerError, TaskFailed, TaskTimeout, ThrottledError,
-                             UsageError)
+from pipeline.errors import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    InvalidRequestError,
+    PortraitRejected,
+    ServerError,
+    TaskFailed,
+    TaskTimeout,
+    ThrottledError,
+    UsageError,
+)
 from pipeline.payload import VideoInput, VideoParameters, VideoSynthesisRequest
 from pipeline.sandbox import Sandbox, SandboxOptions
 
@@ -140,12 +150,14 @@ def test_missing_key_names_both_fixes():
     (lambda b, h: b["input"].update(face_bbox=[0, 0, 9999, 9999]), 400, "InvalidParameter", "Invalid bbox input"),
     (lambda b, h: b["parameters"].update(style_level="wild"), 400, "InvalidParameter", "style_level is invalid"),
     (lambda b, h: h.pop("X-DashScope-OssResourceResolve"), 400, "InvalidParameter.DataInspection", "not supported"),
-    (lambda b, h: b["input"].update(audio_url=b["input"]["image_url"]), 400, "InvalidURL", "File type is not supported"),
+    (lambda b, h: b["input"].update(audio_url=b["input"]["image_url"]), 400, "InvalidURL",
+     "File type is not supported"),
 ])
 def test_sandbox_validates_submits_like_the_service(sandbox, mutate, status, code, message):
     with _client(sandbox) as client:
         body = _request(client).model_dump()
-    headers = {"Authorization": f"Bearer {KEY}", "X-DashScope-Async": "enable", "X-DashScope-OssResourceResolve": "enable"}
+    headers = {"Authorization": f"Bearer {KEY}", "X-DashScope-Async": "enable",
+               "X-DashScope-OssResourceResolve": "enable"}
     mutate(body, headers)
     response = httpx.post(f"{sandbox.api_base}/services/aigc/image2video/video-synthesis", json=body, headers=headers)
     assert response.status_code == status
