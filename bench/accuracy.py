@@ -1,6 +1,6 @@
 """Per-class confusion on the labelled dev photos: emo-prep beside a Haar-cascade baseline.
 
-    .venv/bin/python bench/accuracy.py [--data ../shared/data] [--out bench/RESULTS.md]
+    .venv/bin/python bench/accuracy.py [--data ../shared/data]
 
 The baseline is what a developer writes in ten minutes with OpenCV alone: full-resolution
 cv2.imread, the frontal-face Haar cascade shipped in cv2.data, the same size rules
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -23,6 +22,8 @@ import cv2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from results import write_section  # noqa: E402  (bench/results.py)
 
 from pipeline import Checker  # noqa: E402
 from pipeline.config import DEFAULT_CONFIG  # noqa: E402
@@ -73,7 +74,6 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--data34", default=str(ROOT.parent / "shared" / "data34"))
-    ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = ap.parse_args()
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     sections = []
@@ -101,18 +101,11 @@ def main() -> int:
                                 f"Verdict accuracy {correct}/{n} = {correct / n:.3f}, false accepts {fa}."
                                 + (f" emo-prep wall time {elapsed:.1f} s." if name == "emo-prep" else "")
                                 + "\n\n" + table + "\n")
-    body = ("<!-- ACCURACY:BEGIN -->\n## Accuracy (bench/accuracy.py)\n\n"
+    body = ("## Accuracy (bench/accuracy.py)\n\n"
             "Command: `.venv/bin/python bench/accuracy.py` (first error code = predicted class; "
             "the baseline has no 3:4 rule and is shown for 1:1 only).\n\n"
-            + "\n".join(sections) + "<!-- ACCURACY:END -->")
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# Benchmark results\n\n"
-    if "<!-- ACCURACY:BEGIN -->" in text:
-        text = re.sub(r"<!-- ACCURACY:BEGIN -->.*<!-- ACCURACY:END -->", lambda _: body, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    out.write_text(text)
-    print(body)
+            + "\n".join(sections))
+    write_section("ACCURACY", body)
     return 0
 
 

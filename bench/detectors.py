@@ -11,7 +11,6 @@ The section between the DETECTORS markers of RESULTS.md is replaced.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import sys
 import time
@@ -21,6 +20,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from results import write_section  # noqa: E402  (bench/results.py)
+
 DATA = ROOT.parent / "shared" / "data"
 
 from pipeline.faces import quiet_native_stderr  # noqa: E402
@@ -74,22 +76,14 @@ def main() -> int:
                     f"{statistics.median(pass_ious):.2f} (min {min(pass_ious):.2f}) | "
                     f"{statistics.median(times) * 1000:.1f} |")
     body = "\n".join([
-        "<!-- DETECTORS:BEGIN -->", "## Face detector choice (bench/detectors.py)", "",
+        "## Face detector choice (bench/detectors.py)", "",
         "Command: `.venv/bin/python bench/detectors.py`; one plain pass per photo on the working copy, score >= 0.5.",
         "",
         "| model | labelled faces found | detections on no_face photos | pass-photo face IoU, median "
         "| ms per detection |",
         "|---|---|---|---|---|", *rows, "",
-        "emo-prep uses the full-range model (twice: plain and inside a 25 % margin, see faces.py).",
-        "<!-- DETECTORS:END -->"])
-    out = ROOT / "bench" / "RESULTS.md"
-    text = out.read_text()
-    if "<!-- DETECTORS:BEGIN -->" in text:
-        text = re.sub(r"<!-- DETECTORS:BEGIN -->.*<!-- DETECTORS:END -->", lambda _: body, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    out.write_text(text)
-    print(body)
+        "emo-prep uses the full-range model (twice: plain and inside a 25 % margin, see faces.py)."])
+    write_section("DETECTORS", body)
     return 0
 
 

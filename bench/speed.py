@@ -1,6 +1,6 @@
 """Speed and memory of the check stage, side by side with baselines in one run.
 
-    .venv/bin/python bench/speed.py [--repeat 7] [--out bench/RESULTS.md]
+    .venv/bin/python bench/speed.py [--repeat 7]
 
 1. Per photo (3-12 MP: the dev set's large photos and a 12 MP JPEG made from a sample),
    interleaved, median of --repeat runs each:
@@ -21,7 +21,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from results import write_section  # noqa: E402  (bench/results.py)
+
 DATA = ROOT.parent / "shared" / "data"
 EMO_PREP = str(ROOT / ".venv" / "bin" / "emo-prep")
 
@@ -136,7 +138,6 @@ def throughput(paths: list[str], workers: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         twelve = make_jpeg(Path(tmp) / "made_12mp.jpg", (4000, 3000))
@@ -151,7 +152,7 @@ def main() -> int:
         two = throughput(dev, 2)
         sizes = {p.name: cv2.imread(str(p), cv2.IMREAD_REDUCED_GRAYSCALE_2).shape for p in photos}
 
-    lines = ["<!-- SPEED:BEGIN -->", "## Speed and memory (bench/speed.py)", "",
+    lines = ["## Speed and memory (bench/speed.py)", "",
              f"Command: `.venv/bin/python bench/speed.py --repeat {args.repeat}` on {os.cpu_count()} cores "
              f"({platform.processor() or platform.machine()}), Python {platform.python_version()}.", "",
              "Per photo, median ms of interleaved runs; ratio = time / plain full-resolution `cv2.imread`:", "",
@@ -167,17 +168,8 @@ def main() -> int:
               "(target < 1.0 s).",
               f"- Peak RSS of `emo-prep check` on a 7000 x 7000 JPEG: **{rss:.0f} MB** (target < 300 MB).",
               f"- Batch over {len(dev)} dev photos, one Checker per worker process: 1 worker {one:.1f} photos/s, "
-              f"2 workers {two:.1f} photos/s, **{two / one:.2f}x** (target >= 1.8x).",
-              "<!-- SPEED:END -->"]
-    body = "\n".join(lines)
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else "# Benchmark results\n\n"
-    if "<!-- SPEED:BEGIN -->" in text:
-        text = re.sub(r"<!-- SPEED:BEGIN -->.*<!-- SPEED:END -->", lambda _: body, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    out.write_text(text)
-    print(body)
+              f"2 workers {two:.1f} photos/s, **{two / one:.2f}x** (target >= 1.8x)."]
+    write_section("SPEED", "\n".join(lines))
     return 0
 
 
