@@ -25,9 +25,9 @@ from results import write_section  # noqa: E402  (bench/results.py)
 
 DATA = ROOT.parent / "shared" / "data"
 
-from pipeline.faces import quiet_native_stderr  # noqa: E402
 from pipeline.ingest import load_image  # noqa: E402
 from pipeline.modelfiles import model_path  # noqa: E402
+from pipeline.nativelog import quiet_native_stderr  # noqa: E402
 
 MODELS = {"full range (sparse)": "face_detection_full_range_sparse.tflite",
           "short range": "face_detection_short_range.tflite"}

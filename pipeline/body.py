@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 
 from .config import POSE_INPUT
-from .faces import Face, quiet_native_stderr
+from .faces import Face
 from .ingest import LoadedImage
 from .modelfiles import model_path
+from .nativelog import quiet_native_stderr
 
 __all__ = ["Hips", "BodyFinder"]
 

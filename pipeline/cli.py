@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -68,6 +69,44 @@ def _parser() -> argparse.ArgumentParser:
     task.add_argument("-o", "--output", metavar="OUT.mp4")
     task.add_argument("--list", action="store_true", help="list recent tasks (newest first)")
     task.set_defaults(run=_cmd_task)
+
+    batch = sub.add_parser(
+        "batch", help="check a folder or manifest of photos; with --submit make the videos",
+        description="Check every photo of a folder (recursive) or of a manifest (.csv/.jsonl with columns photo, "
+                    "audio, ratio, style) in worker processes and write OUT/report.html and OUT/report.jsonl. "
+                    "With --submit, upload, submit, wait for and download the passing ones. Every step is kept "
+                    "in a SQLite ledger: run the same command again to continue after any stop.",
+        epilog="example: emo-prep batch photos/ --audio speech.wav --submit --max-cost 20 --out run1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch.add_argument("input", metavar="INPUT", help="a folder of photos, or a .csv / .jsonl manifest")
+    batch.add_argument("--audio", metavar="FILE", help="the audio for every photo (a manifest row may override)")
+    batch.add_argument("--manifest", metavar="FILE", help="a .csv / .jsonl manifest (paths relative to it)")
+    batch.add_argument("--ratio", choices=["1:1", "3:4"], default="1:1")
+    batch.add_argument("--style", choices=["normal", "calm", "active"], default="normal")
+    batch.add_argument("--submit", action="store_true", help="upload, submit, wait and download the passing photos")
+    batch.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="check processes (default: cores)")
+    batch.add_argument("--ledger", metavar="FILE", help="SQLite ledger (default OUT/ledger.sqlite)")
+    batch.add_argument("--out", metavar="DIR", default="emo-batch", help="report, thumbnails and videos (emo-batch/)")
+    batch.add_argument("--max-cost", type=float, metavar="CNY", help="stop submitting before this would be passed")
+    batch.add_argument("--retry-failed", action="store_true", help="submit again the jobs whose task failed")
+    batch.add_argument("--force", action="store_true", help="submit again even what was already made")
+    batch.add_argument("--poll-interval", type=float, default=2.0, metavar="S",
+                       help="seconds between task queries (the account allows 20 a second)")
+    batch.set_defaults(run=_cmd_batch)
+
+    ledger = sub.add_parser(
+        "ledger", help="look into a batch ledger; settle an unknown submit",
+        description="status: counts and money; show JOB: everything about one job; export: one JSON line per "
+                    "job; settle JOB --task ID | --no-task: record what an unanswered submit did.",
+        epilog="example: emo-prep ledger --ledger run1/ledger.sqlite status",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ledger.add_argument("--ledger", metavar="FILE", default="emo-batch/ledger.sqlite")
+    ledger.add_argument("action", nargs="?", choices=["status", "show", "export", "settle"], default="status")
+    ledger.add_argument("job_id", nargs="?", metavar="JOB")
+    settle = ledger.add_mutually_exclusive_group()
+    settle.add_argument("--task", metavar="TASK_ID", help="with settle: the submit made this task")
+    settle.add_argument("--no-task", action="store_true", help="with settle: the submit made no task")
+    ledger.set_defaults(run=_cmd_ledger)
 
     sandbox = sub.add_parser(
         "sandbox", help="run a local DashScope-compatible EMO API on loopback",
@@ -290,6 +329,71 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
     return EXIT_OK
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchOptions, run_batch
+
+    if args.workers < 1:
+        _say("Error: --workers must be at least 1")
+        return EXIT_ERROR
+    options = BatchOptions(input=args.input, audio=args.audio, manifest=args.manifest, ratio=args.ratio,
+                           style=args.style, submit=args.submit, workers=args.workers, ledger=args.ledger,
+                           out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed, force=args.force,
+                           poll_interval_s=args.poll_interval)
+    summary = run_batch(options, say=_say)
+    reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.items())
+    print(f"{summary.jobs} photos: {summary.passed} passed, {summary.rejected} rejected"
+          + (f" ({reasons})" if reasons else "") + f"; {summary.seconds:.1f} s")
+    if args.submit:
+        print(f"tasks {summary.submitted}, videos {summary.downloaded}, failed {summary.failed}, "
+              f"unknown {summary.unknown}; committed cost CNY {summary.cost_cny:.2f}"
+              + ("; stopped by --max-cost" if summary.stopped_by_budget else ""))
+    print(f"report: {Path(args.out) / 'report.html'}")
+    incomplete = summary.rejected or summary.failed or summary.unknown or summary.stopped_by_budget
+    return EXIT_REJECTED if incomplete else EXIT_OK
+
+
+def _cmd_ledger(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
+    from .report import job_record
+
+    if not Path(args.ledger).is_file():
+        _say(f"Error: no ledger at {args.ledger}")
+        return EXIT_ERROR
+    with Ledger(args.ledger) as ledger:
+        if args.action == "status":
+            tasks = ledger.tasks()
+            print(json.dumps({"jobs": ledger.counts(), "tasks": dict(sorted(
+                {s: sum(t["status"] == s for t in tasks) for s in {t["status"] for t in tasks}}.items())),
+                "videos": sum(1 for t in tasks if t["downloaded_at"]),
+                "unsettled_submits": len(ledger.unsettled_submits()),
+                "committed_cost_cny": round(ledger.committed_cost(), 4)}))
+            return EXIT_OK
+        if args.action == "export":
+            out = Path(args.ledger).parent
+            for job in ledger.jobs():
+                print(json.dumps(job_record(job, ledger.tasks(job.job_id), out), ensure_ascii=False))
+            return EXIT_OK
+        job = ledger.job(args.job_id) if args.job_id else None
+        if job is None:
+            _say(f"Error: give the id of a job in this ledger ({args.job_id or 'none given'})")
+            return EXIT_ERROR
+        if args.action == "show":
+            print(json.dumps({"job": job.__dict__, "tasks": ledger.tasks(job.job_id),
+                              "submits": ledger.submits(job.job_id), "events": ledger.events(job.job_id)},
+                             ensure_ascii=False, indent=2, default=str))
+            return EXIT_OK
+        if not args.task and not args.no_task:
+            _say("Error: settle needs --task TASK_ID or --no-task")
+            return EXIT_ERROR
+        try:
+            ledger.settle(job.job_id, args.task)
+        except ValueError as exc:
+            _say(f"Error: {exc}")
+            return EXIT_ERROR
+        _say(f"job {job.job_id}: settled" + (f" with task {args.task}" if args.task else " as no task"))
+        return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

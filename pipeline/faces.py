@@ -9,15 +9,9 @@ full-size image as displayed.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import math
-import os
-import re
-import sys
-import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -27,8 +21,9 @@ from .boxes import iou
 from .config import LANDMARK_CROP_SCALE, LANDMARK_INPUT
 from .ingest import LoadedImage
 from .modelfiles import model_path
+from .nativelog import quiet_native_stderr
 
-__all__ = ["Face", "Mesh", "HeadPose", "FaceFinder", "head_pose", "primary_index", "quiet_native_stderr"]
+__all__ = ["Face", "Mesh", "HeadPose", "FaceFinder", "head_pose", "primary_index"]
 
 DETECTOR_MODEL = "face_detection_full_range_sparse.tflite"
 MESH_MODEL = "face_landmark.tflite"
@@ -84,39 +79,6 @@ class HeadPose:
     """Nod, positive when looking up."""
     roll: float
     """In-plane tilt, positive clockwise on screen."""
-
-
-_NOISE = re.compile(r"^(?:[IW]\d{4} |INFO: |WARNING: All log messages before absl|WARNING: Logging before InitGoogle|"
-                    r".*Sparsity tensors may not yet be fully supported)")
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Hide the native runtime's start-up chatter on fd 2 while keeping real errors.
-
-    GLOG/TF variables do not silence MediaPipe (DESIGN), so fd 2 goes to a temporary file
-    for the duration; afterwards every line that is not known noise is written back.
-    """
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real fd (embedded interpreters)
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines()
-                    if line.strip() and not _NOISE.match(line)]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
 
 
 class FaceFinder:

@@ -80,6 +80,11 @@ CODES: dict[str, CodeInfo] = {
         "InvalidFile.FullBody",
         "For a half-body (3:4) video the person must be visible from the head down to the hips.",
         "半身视频（3:4）要求从头部到髋部完整可见。"),
+    "manifest_invalid": CodeInfo(
+        "InvalidParameter",
+        "Fix this row of the manifest: it needs a photo path, a ratio of 1:1 or 3:4 and a style of "
+        "normal, calm or active.",
+        "请修正清单中的这一行：需要照片路径、比例 1:1 或 3:4、风格 normal/calm/active。"),
     "audio_unreadable": CodeInfo(
         "InvalidURL",
         "The audio file cannot be read (empty, truncated or not audio). Export it again as MP3 or WAV.",

@@ -33,6 +33,7 @@ from .config import (
     WORK_LONG_SIDE,
 )
 from .errors import InputError
+from .nativelog import quiet_native_stderr
 
 __all__ = ["ImageInfo", "LoadedImage", "UploadForm", "load_image", "decode_image",
            "read_source", "expand_sources", "upload_form", "IMAGE_SUFFIXES"]
@@ -262,7 +263,8 @@ def _decode_jpeg_reduced(data: bytes, sw: int, sh: int, source: str) -> np.ndarr
         raise InputError("unreadable", f"{source}: JPEG data is truncated (no end-of-image marker)")
     k = _reduction(max(sw, sh))
     buf = np.frombuffer(data, dtype=np.uint8)
-    pixels = cv2.imdecode(buf, _REDUCED_FLAGS[k] | cv2.IMREAD_IGNORE_ORIENTATION)
+    with quiet_native_stderr():  # libjpeg warns about data it recovers from
+        pixels = cv2.imdecode(buf, _REDUCED_FLAGS[k] | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None:
         raise InputError("unreadable", f"{source}: JPEG could not be decoded")
     if pixels.shape[:2] != (math.ceil(sh / k), math.ceil(sw / k)):

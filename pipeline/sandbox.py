@@ -42,9 +42,9 @@ import numpy as np
 from .audio import check_audio
 from .config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, DETECT_MODEL, STYLE_LEVELS, VIDEO_MODEL
 from .errors import InputError
-from .faces import quiet_native_stderr
 from .findings import CODES
 from .ingest import decode_image
+from .nativelog import quiet_native_stderr
 from .payload import box_ratio
 
 __all__ = ["SandboxOptions", "Sandbox", "render_framing_video"]
@@ -83,7 +83,7 @@ class SandboxOptions:
     fault_500: float = 0.0
     """Share (0-1) of API calls answered 500 InternalError."""
     latency_s: float = 0.0
-    """Added to every API call."""
+    """Seconds added to every call: API, upload and result download."""
     drop_submits: int = 0
     """The first N submits create their task, then drop the connection without an answer."""
     expire_after_s: float | None = None
@@ -152,8 +152,7 @@ class Sandbox:
         self._check_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-check")
         self._stop = threading.Event()
         handler = type("Handler", (_Handler,), {"sandbox": self})
-        self._server = http.server.ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), handler)
         self._threads: list[threading.Thread] = []
 
     @property
@@ -184,8 +183,8 @@ class Sandbox:
             if self._checker is not None:
                 self._checker.close()
 
-        with quiet_native_stderr():
-            self._check_thread.submit(close).result()
+        self._check_thread.submit(close).result()
+        with quiet_native_stderr():  # LiteRT logs its teardown when the thread that used it ends
             self._check_thread.shutdown()
 
     def __enter__(self) -> Sandbox:
@@ -193,6 +192,11 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def drop_next_submits(self, count: int) -> None:
+        """Drop the connection after creating the task for the next `count` submits."""
+        with self._lock:
+            self._drops_left = count
 
     def records(self) -> dict[str, Any]:
         """What the sandbox saw: submits (with the task each created), uploads, downloads
@@ -487,6 +491,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (killed, timed out) is routine here."""
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     sandbox: Sandbox
     protocol_version = "HTTP/1.1"
@@ -544,6 +555,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._raw = b""
         try:
             self._raw = self._read_body()
+            if sb.options.latency_s and path.startswith(("/oss", "/results")):
+                time.sleep(sb.options.latency_s)  # API calls get theirs in _fault
             if method == "POST" and path == "/oss":
                 sb.upload(self.headers.get("Content-Type", ""), self._body())
                 return self._send(200, b"", "text/plain")

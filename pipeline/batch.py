@@ -1,0 +1,455 @@
+"""Batch: check a folder or manifest of photos in worker processes, then (optionally) upload,
+submit, wait and download the passing ones, with every step in the ledger.
+
+Running the same batch again continues where it stopped: checked jobs are not checked again,
+valid uploads are reused, a job with a task id is never submitted again, a submit whose
+answer was lost is looked up in the task list (or left `unknown` with the command that
+settles it), and finished videos are downloaded as soon as they succeed.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from .config import RATIOS, STYLE_LEVELS, VIDEO_MODEL
+from .findings import Finding
+from .ingest import IMAGE_SUFFIXES
+from .ledger import Job, Ledger, job_key
+
+__all__ = ["BatchOptions", "BatchSummary", "Row", "read_rows", "run_batch", "SUBMITS_PER_SECOND", "QUEUE_AHEAD"]
+
+#: The service takes at most 5 submits a second per account (spec section 4).
+SUBMITS_PER_SECOND = 5
+#: Tasks kept waiting ahead of the one that runs (one runs at a time per account): enough to
+#: keep the account busy, few enough not to flood the queue.
+QUEUE_AHEAD = 2
+#: An oss:// upload lives 48 h (spec 5); reuse one only with this much life left.
+UPLOAD_LIFETIME_S, UPLOAD_REUSE_MARGIN_S = 48 * 3600.0, 6 * 3600.0
+_THUMB_WIDTH = 360
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    input: str
+    audio: str | None = None
+    manifest: str | None = None
+    ratio: str = "1:1"
+    style: str = "normal"
+    submit: bool = False
+    workers: int = os.cpu_count() or 1
+    ledger: str | None = None
+    out: str = "emo-batch"
+    max_cost: float | None = None
+    retry_failed: bool = False
+    force: bool = False
+    poll_interval_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of work: a photo, its audio and parameters, and what is wrong with the row."""
+
+    row: int
+    photo: str
+    audio: str | None
+    ratio: str
+    style: str
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    jobs: int
+    passed: int
+    rejected: int
+    reasons: dict[str, int]
+    submitted: int
+    downloaded: int
+    unknown: int
+    failed: int
+    cost_cny: float
+    stopped_by_budget: bool
+    seconds: float
+
+
+def read_rows(options: BatchOptions) -> list[Row]:
+    """The rows of a folder (recursive, with --audio) or of a CSV / JSONL manifest."""
+    manifest = options.manifest or (options.input if Path(options.input).suffix.lower() in (".csv", ".jsonl")
+                                    else None)
+    if manifest is None:
+        folder = Path(options.input)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: not a folder, .csv or .jsonl manifest")
+        photos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                        and not p.name.startswith("."))
+        return [Row(i, str(p), options.audio, options.ratio, options.style) for i, p in enumerate(photos)]
+    path = Path(manifest)
+    base = path.parent
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".csv":
+        records: list[dict[str, Any] | None] = list(csv.DictReader(text.splitlines()))
+    else:
+        records = []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                value = None
+            records.append(value if isinstance(value, dict) else None)
+    rows = []
+    for i, rec in enumerate(records):
+        if rec is None:
+            rows.append(Row(i, f"{manifest}:{i + 1}", None, options.ratio, options.style,
+                            f"line {i + 1} is not a JSON object"))
+            continue
+        photo = str(rec.get("photo") or "").strip()
+        audio = str(rec.get("audio") or "").strip() or options.audio
+        ratio = str(rec.get("ratio") or "").strip() or options.ratio
+        style = str(rec.get("style") or "").strip() or options.style
+        problem = None
+        if not photo:
+            problem = "no photo given"
+        elif ratio not in RATIOS:
+            problem = f"ratio must be one of {sorted(RATIOS)}, not {ratio!r}"
+        elif style not in STYLE_LEVELS:
+            problem = f"style must be one of {list(STYLE_LEVELS)}, not {style!r}"
+        resolve = (lambda p: p if "://" in p or os.path.isabs(p) else str(base / p))  # noqa: E731
+        rows.append(Row(i, resolve(photo) if photo else f"{manifest}:{i + 1}",
+                        resolve(audio) if audio else None, ratio if ratio in RATIOS else options.ratio,
+                        style if style in STYLE_LEVELS else options.style, problem))
+    return rows
+
+
+def _sha256_of(path: str | None) -> str | None:
+    if not path or "://" in path:
+        return None if not path else hashlib.sha256(path.encode()).hexdigest()
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    except OSError:
+        return None
+
+
+# --- worker processes ---------------------------------------------------------------------
+_checker = None
+
+
+def _init_worker() -> None:
+    global _checker
+    from .verdict import Checker
+
+    _checker = Checker()
+
+
+def _check_in_worker(job_id: str, photo: str, ratio: str, thumb_dir: str) -> tuple[str, dict[str, Any], str | None]:
+    """Check one photo and write its preview thumbnail; runs in a worker process."""
+    import cv2
+
+    from .preview import render_preview
+
+    report = _checker.check(photo, ratio=ratio)
+    picture = render_preview(report)
+    scale = _THUMB_WIDTH / picture.shape[1]
+    thumb = cv2.resize(picture, (_THUMB_WIDTH, max(1, round(picture.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    path = Path(thumb_dir) / f"{job_id}.jpg"
+    ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    if ok:
+        path.write_bytes(buf.tobytes())
+    return job_id, report.to_dict(), str(path) if ok else None
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="checking", unit="photo", file=sys.stderr, disable=None, leave=False)
+
+
+# --- the batch ----------------------------------------------------------------------------
+def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+              ) -> BatchSummary:
+    from .audio import check_audio
+    from .payload import estimate_cost
+
+    started = time.monotonic()
+    out = Path(options.out)
+    (out / "thumbs").mkdir(parents=True, exist_ok=True)
+    rows = read_rows(options)
+    ledger = Ledger(options.ledger or out / "ledger.sqlite")
+    try:
+        audio_reports: dict[str, dict[str, Any]] = {}
+        jobs: list[tuple[Row, str]] = []
+        for row in rows:
+            photo_sha, audio_sha = _sha256_of(row.photo), _sha256_of(row.audio)
+            key = job_key(photo_sha or f"missing:{row.photo}", audio_sha or (f"missing:{row.audio}" if row.audio
+                                                                             else None), row.ratio, row.style)
+            if row.problem:  # a broken row is its own job, never merged with a good one
+                key = job_key(f"row {row.row}: {row.problem}", str(options.manifest or options.input), "-", "-")
+            ledger.add_job(key, row.row, row.photo, photo_sha, row.audio, audio_sha, row.ratio, row.style)
+            jobs.append((row, key))
+        todo = [(row, key) for row, key in jobs if ledger.job(key).state == "new"]
+        # audio: each distinct clip once, in this process (PyAV is quick and not thread-bound)
+        for row, _ in todo:
+            if row.audio and row.audio not in audio_reports:
+                audio_reports[row.audio] = _audio_dict(check_audio(row.audio))
+        if todo:
+            _check_all(ledger, todo, audio_reports, options, out, estimate_cost)
+        summary_jobs = ledger.jobs()
+        stopped = False
+        if options.submit:
+            stopped = _submit_all(ledger, options, out, say)
+            summary_jobs = ledger.jobs()
+        from .report import write_report
+
+        seconds = time.monotonic() - started
+        write_report(ledger, out, seconds=seconds)
+        return _summary(ledger, summary_jobs, stopped, seconds)
+    finally:
+        ledger.close()
+
+
+def _audio_dict(report) -> dict[str, Any]:
+    return {**report.to_dict(), "upload_format": report.upload_format}
+
+
+def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[str, dict[str, Any]],
+               options: BatchOptions, out: Path, estimate_cost) -> None:
+    problems = {key: row for row, key in todo if row.problem}
+    for key, row in problems.items():
+        finding = Finding("manifest_invalid", "error", f"manifest row {row.row + 1}: {row.problem}")
+        ledger.record_check(key, verdict="reject", report={"source": row.photo, "ok": False, "ratio": row.ratio,
+                                                          "image": None, "faces": [],
+                                                          "findings": [finding.to_dict()], "fixes": []},
+                            audio=None, cost_estimate=None, thumbnail=None)
+    work = [(row, key) for row, key in todo if key not in problems]
+    if not work:
+        return
+    counts = Counter()
+    bar = _progress(len(work))
+    rows_by_key = {key: row for row, key in work}
+    workers = max(1, min(options.workers, len(work)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        futures = [pool.submit(_check_in_worker, key, row.photo, row.ratio, str(out / "thumbs")) for row, key in work]
+        for future in as_completed(futures):
+            key, report, thumb = future.result()
+            row = rows_by_key[key]
+            audio = audio_reports.get(row.audio) if row.audio else None
+            if options.submit and row.audio is None:
+                audio = {"source": None, "ok": False, "findings": [Finding(
+                    "audio_unreadable", "error",
+                    "no audio given for this photo (--audio, or an audio column in the manifest)").to_dict()]}
+            ok = report["ok"] and (audio is None or audio["ok"])
+            cost = estimate_cost(audio["duration_s"], row.ratio) if audio and audio.get("duration_s") else None
+            ledger.record_check(key, verdict="pass" if ok else "reject", report=report, audio=audio,
+                                cost_estimate=cost, thumbnail=thumb)
+            counts["passed" if ok else "rejected"] += 1
+            bar.set_postfix(counts, refresh=False)
+            bar.update(1)
+    bar.close()
+
+
+def _summary(ledger: Ledger, jobs: list[Job], stopped: bool, seconds: float) -> BatchSummary:
+    reasons = Counter(_first_error(job) for job in jobs if job.verdict == "reject")
+    tasks = ledger.tasks()
+    return BatchSummary(
+        jobs=len(jobs), passed=sum(j.verdict == "pass" for j in jobs),
+        rejected=sum(j.verdict == "reject" for j in jobs),
+        reasons=dict(reasons.most_common()), submitted=len(tasks),
+        downloaded=sum(1 for t in tasks if t["downloaded_at"]), unknown=sum(j.state == "unknown" for j in jobs),
+        failed=sum(j.state == "failed" for j in jobs), cost_cny=round(ledger.committed_cost(), 4),
+        stopped_by_budget=stopped, seconds=round(seconds, 1))
+
+
+def _first_error(job: Job) -> str:
+    for part in (job.report, job.audio):
+        for f in (part or {}).get("findings", []):
+            if f["severity"] == "error":
+                return f["code"]
+    return "unknown"
+
+
+# --- submission ---------------------------------------------------------------------------
+def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[[str], None]) -> bool:
+    """Upload, submit, poll and download; True when the budget stopped the submitting."""
+    from .client import EmoClient
+    from .errors import AmbiguousSubmitError, APIStatusError
+
+    with EmoClient(poll_initial_s=options.poll_interval_s, poll_max_s=options.poll_interval_s) as client:
+        _reconcile(ledger, client, say)
+        active: dict[str, str] = {t["task_id"]: t["job_id"] for t in ledger.tasks()
+                                  if t["status"] not in ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")}
+        for t in ledger.tasks():  # succeeded before a stop but not downloaded yet
+            if t["status"] == "SUCCEEDED" and not t["downloaded_at"]:
+                active[t["task_id"]] = t["job_id"]
+        queue = deque(j for j in ledger.jobs() if _wants_submit(ledger, j, options))
+        stopped = False
+        sent: deque[float] = deque()
+        while queue or active:
+            while queue and len(active) < QUEUE_AHEAD + 1:
+                job = queue[0]
+                if options.max_cost is not None and \
+                        ledger.committed_cost() + (job.cost_estimate or 0) > options.max_cost + 1e-9:
+                    say(f"budget: submitting {Path(job.photo_path).name} would pass --max-cost "
+                        f"{options.max_cost:g} CNY (committed {ledger.committed_cost():.2f}); stopping submits, "
+                        f"{len(queue)} photo(s) not submitted")
+                    queue.clear()
+                    stopped = True
+                    break
+                queue.popleft()
+                _pace(sent)
+                try:
+                    task_id = _submit_one(ledger, client, job, AmbiguousSubmitError, APIStatusError, say)
+                except APIStatusError as exc:  # an upload or the submit was refused: this job only
+                    if ledger.job(job.job_id).state != "failed":
+                        ledger.set_state(job.job_id, "failed", error=str(exc))
+                    say(f"{Path(job.photo_path).name}: {exc}")
+                    continue
+                if task_id:
+                    active[task_id] = job.job_id
+            for task_id in list(active):
+                if _poll_one(ledger, client, task_id, out, say):
+                    del active[task_id]
+            if active:
+                time.sleep(options.poll_interval_s / max(1, len(active)))
+        return stopped
+
+
+def _wants_submit(ledger: Ledger, job: Job, options: BatchOptions) -> bool:
+    if job.verdict != "pass":
+        return False
+    if options.force:
+        return not any(t["status"] not in ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN") for t in
+                       ledger.tasks(job.job_id)) and job.state not in ("submitting", "unknown")
+    if job.state == "checked":
+        return True
+    return options.retry_failed and job.state == "failed"
+
+
+def _pace(sent: deque[float]) -> None:
+    """At most SUBMITS_PER_SECOND submits in any second."""
+    now = time.monotonic()
+    while sent and now - sent[0] >= 1.0:
+        sent.popleft()
+    if len(sent) >= SUBMITS_PER_SECOND:
+        time.sleep(max(0.0, 1.0 - (now - sent[0])))
+    sent.append(time.monotonic())
+
+
+def _upload(ledger: Ledger, client, data: bytes, filename: str) -> str:
+    sha = hashlib.sha256(data).hexdigest()
+    url = ledger.upload_url(sha, VIDEO_MODEL, valid_for_s=UPLOAD_REUSE_MARGIN_S)
+    if url is None:
+        url = client.upload(data, model=VIDEO_MODEL, filename=filename)
+        ledger.record_upload(sha, VIDEO_MODEL, url, time.time() + UPLOAD_LIFETIME_S)
+    return url
+
+
+def _submit_one(ledger: Ledger, client, job: Job, ambiguous_error, status_error, say) -> str | None:
+    from .geometry import crop_box
+    from .ingest import load_image, upload_form
+    from .payload import VideoInput, VideoParameters, VideoSynthesisRequest
+
+    form = upload_form(load_image(job.photo_path))
+    face = [round(v * form.scale) for v in job.face_bbox]
+    ext = job.ext_bbox if form.scale == 1.0 else list(crop_box(face, (form.width, form.height), job.ratio, floor=1.0))
+    suffix = "jpg" if form.format == "jpeg" else form.format
+    audio_data = _audio_bytes(job.audio_path, job.audio_sha256)
+    files = ((form.data, f"{Path(job.photo_path).stem}.{suffix}"),
+             (audio_data, f"{Path(job.audio_path).stem}.{job.audio['upload_format']}"))
+    for fresh in (False, True):
+        if fresh:  # the service no longer knew a reused oss:// URL: upload again, once
+            for data, _ in files:
+                ledger.forget_upload(hashlib.sha256(data).hexdigest(), VIDEO_MODEL)
+        image_url, audio_url = (_upload(ledger, client, data, name) for data, name in files)
+        request = VideoSynthesisRequest(input=VideoInput(image_url=image_url, audio_url=audio_url, face_bbox=face,
+                                                         ext_bbox=list(ext)),
+                                        parameters=VideoParameters(style_level=job.style))
+        body = request.model_dump()
+        submit_id = ledger.begin_submit(job.job_id, body, hashlib.sha256(json.dumps(body, sort_keys=True).encode())
+                                        .hexdigest())
+        try:
+            created = client.submit(request)
+        except ambiguous_error:
+            say(f"{Path(job.photo_path).name}: the submit's answer was lost; looking for its task")
+            return _reconcile(ledger, client, say, only=submit_id)
+        except status_error as exc:
+            ledger.submit_refused(submit_id, str(exc))  # an answer: no task was made
+            if fresh or exc.status_code != 400 or not (exc.code or "").startswith("InvalidURL"):
+                raise
+            continue
+        ledger.submit_created(submit_id, created.output.task_id, cost_estimate=job.cost_estimate)
+        return created.output.task_id
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _audio_bytes(path: str, sha256: str | None) -> bytes:
+    """The audio to upload (the clip, or its WAV conversion); one decode per clip and run."""
+    from .audio import check_audio
+
+    del sha256  # part of the cache key: a changed file is read again
+    return check_audio(path).data
+
+
+def _reconcile(ledger: Ledger, client, say, *, only: int | None = None) -> str | None:
+    """Match submits without an answer to tasks in the account's list that the ledger does not
+    know. One submit, one such task: adopted. Otherwise left `unknown`, with the commands."""
+    unsettled = [s for s in ledger.unsettled_submits() if only is None or s["submit_id"] == only]
+    if not unsettled:
+        return None
+    listed = client.list_tasks(page_size=50).data
+    known = ledger.known_task_ids()
+    strangers = [t for t in listed if t.task_id not in known]
+    if len(unsettled) == 1 and len(strangers) == 1:
+        submit = unsettled[0]
+        job = ledger.job(submit["job_id"])
+        ledger.submit_created(submit["submit_id"], strangers[0].task_id, status=strangers[0].task_status,
+                              cost_estimate=job.cost_estimate if job else None, how="found in task list")
+        say(f"job {submit['job_id']}: its lost submit made task {strangers[0].task_id} (found in the task list)")
+        return strangers[0].task_id
+    for submit in unsettled:
+        candidates = ", ".join(t.task_id for t in strangers) or "none"
+        detail = (f"sent at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(submit['sent_at']))} without an "
+                  f"answer; tasks not in the ledger: {candidates}. Settle with: emo-prep ledger --ledger "
+                  f"{ledger.path} settle {submit['job_id']} --task TASK_ID (or --no-task)")
+        ledger.submit_unknown(submit["submit_id"], detail)
+        say(f"job {submit['job_id']}: unknown: {detail}")
+    return None
+
+
+def _poll_one(ledger: Ledger, client, task_id: str, out: Path, say) -> bool:
+    """Query a task, record it, download a finished video; True when the task needs no more."""
+    task = client.get_task(task_id)
+    status = task.output.task_status
+    ledger.update_task(task_id, status, usage=task.usage.model_dump() if task.usage else None,
+                       video_url=task.video_url, error=task.output.message)
+    if status == "SUCCEEDED" and task.video_url:
+        job_id = next(t["job_id"] for t in ledger.tasks() if t["task_id"] == task_id)
+        job = ledger.job(job_id)
+        dest = out / "videos" / f"{Path(job.photo_path).stem}-{task_id[:8]}.mp4"
+        ledger.download_started(task_id, str(dest))
+        path = client.download(task.video_url, dest)
+        ledger.mark_downloaded(task_id, str(path), path.stat().st_size)
+        say(f"{Path(job.photo_path).name}: video {path}")
+        return True
+    if status in ("FAILED", "CANCELED", "UNKNOWN"):
+        say(f"task {task_id}: {status} {task.output.message or ''}".rstrip())
+        return True
+    return False

@@ -1,0 +1,285 @@
+"""Batch: same verdicts as `check`, a report that opens in Chromium, bad rows reported per
+row, a budget, idempotence, the ledger commands, and SIGKILL at five points with resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import av
+import pytest
+from conftest import DATA, EMO_PREP, SAMPLES, labels
+from PIL import Image
+
+from pipeline.client import EmoClient
+from pipeline.sandbox import Sandbox, SandboxOptions
+
+KEY = "sk-batch-test-42"
+SPEECH = str(SAMPLES / "speech.wav")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _sandbox(**options) -> Sandbox:
+    return Sandbox(SandboxOptions(**{"api_key": KEY, "pending_s": 0.2, "running_s": 0.3, "fps": 5,
+                                     **options})).start()
+
+
+def _env(sb: Sandbox) -> dict[str, str]:
+    return {**os.environ, "DASHSCOPE_API_KEY": KEY, "DASHSCOPE_HTTP_BASE_URL": sb.api_base}
+
+
+def _batch(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([EMO_PREP, "batch", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env or dict(os.environ))
+
+
+def _portraits(folder: Path, n: int = 4) -> Path:
+    """n distinct passing portraits made from the astronaut sample (and two rejects)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    astro = Image.open(SAMPLES / "astronaut.png").convert("RGB")
+    variants = [astro, astro.transpose(Image.Transpose.FLIP_LEFT_RIGHT), astro.crop((8, 0, 512, 504)),
+                astro.crop((0, 8, 504, 512)), astro.crop((4, 4, 508, 508))]
+    for i, im in enumerate(variants[:n]):
+        im.save(folder / f"p{i}.jpg", quality=92)
+    shutil.copy(SAMPLES / "coffee.jpg", folder / "r_coffee.jpg")
+    shutil.copy(SAMPLES / "cameraman.png", folder / "r_cameraman.png")
+    return folder
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
+
+
+def _dom(report: Path, fragment: str) -> str:
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--no-first-run", "--disable-sync",
+                           f"--user-data-dir={report.parent / '.chromium'}", "--dump-dom",
+                           f"file://{report}#{fragment}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    return proc.stdout
+
+
+def test_batch_without_submit_gives_the_verdicts_of_check_and_a_report_that_opens(tmp_path):
+    rows = labels(DATA)
+    out = tmp_path / "out"
+    proc = _batch(str(DATA), "--out", str(out), "--workers", "2")
+    assert proc.returncode == 1 and "report:" in proc.stdout, proc.stderr
+    check = subprocess.run([EMO_PREP, "check", "--json", str(DATA)], capture_output=True, text=True, timeout=300)
+    by_check = {Path(r["source"]).name: r for r in map(json.loads, check.stdout.splitlines())}
+    by_batch = {Path(r["source"]).name: r for r in _records(out)}
+    assert set(by_batch) == {r["file"] for r in rows}
+    for name, record in by_batch.items():
+        assert record["ok"] == by_check[name]["ok"], name
+        assert [f["code"] for f in record["findings"]] == [f["code"] for f in by_check[name]["findings"]], name
+    rejected = sum(not r["ok"] for r in by_batch.values())
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    html = _dom(out / "report.html", "rejected")
+    tiles = re.findall(r"<figure class=\"tile (pass|reject)\"[^>]*?(hidden=\"\")?>", html)
+    assert len(tiles) == len(rows)
+    assert sum(1 for verdict, hidden in tiles if not hidden) == rejected
+    assert all(verdict == "reject" for verdict, hidden in tiles if not hidden)
+    assert f"showing {rejected} of {len(rows)} (rejected)" in html
+    blur = _dom(out / "report.html", "reason=blur")
+    assert f"showing {sum(1 for r in rows if r['reject_reason'] == 'blur')} of {len(rows)}" in blur
+    assert "<td>21</td>" in html and "data:image/jpeg;base64," in html  # summary and inlined thumbnails
+
+
+def test_bad_rows_are_reported_and_the_rest_goes_on(tmp_path):
+    photos = _portraits(tmp_path / "in", n=1)
+    (tmp_path / "in" / "notes.txt").write_text("not a photo")
+    manifest = tmp_path / "in" / "rows.csv"
+    manifest.write_text("photo,audio,ratio,style\n"
+                        "p0.jpg,,,\n"
+                        "missing.jpg,,,\n"
+                        "p0.jpg,,,wild\n"
+                        "p0.jpg,nowhere.wav,1:1,\n"
+                        "notes.txt,,,\n"
+                        ",,,\n")
+    sb = _sandbox()
+    try:
+        proc = _batch(str(manifest), "--audio", SPEECH, "--submit", "--out", str(tmp_path / "out"),
+                      "--poll-interval", "0.1", env=_env(sb))
+    finally:
+        sb.stop()
+    assert proc.returncode == 1, proc.stderr
+    records = _records(tmp_path / "out")
+    first = [(_first_code(r), r["state"]) for r in records]
+    assert first == [(None, "downloaded"), ("unreadable", "rejected"), ("manifest_invalid", "rejected"),
+                     ("audio_unreadable", "rejected"), ("unreadable", "rejected"), ("manifest_invalid", "rejected")]
+    assert photos and (tmp_path / "out" / records[0]["video"]).is_file()
+    jsonl = tmp_path / "in" / "rows.jsonl"
+    jsonl.write_text('{"photo": "p0.jpg", "style": "calm"}\nthis is not json\n')
+    plain = _batch(str(jsonl), "--audio", SPEECH, "--out", str(tmp_path / "out2"))
+    assert plain.returncode == 1
+    assert [_first_code(r) for r in _records(tmp_path / "out2")] == [None, "manifest_invalid"]
+
+
+def _first_code(record: dict) -> str | None:
+    for part in (record.get("findings") or [], (record.get("audio") or {}).get("findings") or []):
+        for f in part:
+            if f["severity"] == "error":
+                return f["code"]
+    return None
+
+
+def test_budget_stops_submitting_and_a_rerun_continues_without_duplicates(tmp_path):
+    photos = _portraits(tmp_path / "in", n=3)
+    out = tmp_path / "out"
+    cost = 7.35 * 0.08  # one clip's video at 1:1
+    sb = _sandbox()
+    try:
+        first = _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--max-cost", f"{cost * 1.5:.3f}",
+                       "--poll-interval", "0.1", env=_env(sb))
+        assert first.returncode == 1 and "stopped by --max-cost" in first.stdout
+        assert "would pass --max-cost" in first.stderr
+        assert len(sb.records()["submits"]) == 1
+        second = _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--max-cost", "10",
+                        "--poll-interval", "0.1", env=_env(sb))
+        assert "tasks 3, videos 3" in second.stdout, second.stderr
+        again = _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--poll-interval", "0.1",
+                       env=_env(sb))
+        assert len(sb.records()["submits"]) == 3  # idempotent by content
+        forced = _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--force",
+                        "--poll-interval", "0.1", env=_env(sb))
+        assert len(sb.records()["submits"]) == 6 and "tasks 6, videos 6" in forced.stdout
+        assert again.returncode == 1  # the two rejects
+    finally:
+        sb.stop()
+
+
+def test_failed_tasks_are_resubmitted_only_with_retry_failed(tmp_path):
+    photos = _portraits(tmp_path / "in", n=1)
+    out = tmp_path / "out"
+    sb = _sandbox(expire_after_s=0.1, pending_s=1.0)  # the task is forgotten: UNKNOWN -> failed
+    try:
+        _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--poll-interval", "0.3", env=_env(sb))
+        assert [r["state"] for r in _records(out) if r["ok"]] == ["failed"]
+        _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--poll-interval", "0.3", env=_env(sb))
+        assert len(sb.records()["submits"]) == 1
+    finally:
+        sb.stop()
+    sb = _sandbox()
+    try:
+        retry = _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--retry-failed",
+                       "--poll-interval", "0.1", env=_env(sb))
+        assert "videos 1" in retry.stdout and len(sb.records()["submits"]) == 1
+    finally:
+        sb.stop()
+    assert len(_records(out)[0]["tasks"]) == 2  # both tasks kept in the ledger
+
+
+def test_unknown_submit_is_left_for_a_person_and_settled_with_the_ledger_command(tmp_path):
+    photos = _portraits(tmp_path / "in", n=1)
+    out = tmp_path / "out"
+    ledger = out / "ledger.sqlite"
+    sb = _sandbox()
+    try:
+        with EmoClient(api_key=KEY, base_url=sb.api_base) as client:  # another client's task on the account
+            from pipeline import check, upload_form
+            from pipeline.payload import VideoInput, VideoSynthesisRequest
+
+            r = check(SAMPLES / "astronaut.png")
+            stranger = client.submit(VideoSynthesisRequest(input=VideoInput(
+                image_url=client.upload(upload_form(r.loaded).data, filename="s.jpg"),
+                audio_url=client.upload(SAMPLES / "speech.wav"), face_bbox=list(r.face_bbox),
+                ext_bbox=list(r.ext_bbox)))).output.task_id
+            sb.drop_next_submits(1)  # the batch's submit will make a task and lose the answer
+        first = _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--poll-interval", "0.1",
+                       env=_env(sb))
+        assert "unknown 1" in first.stdout and "Settle with: emo-prep ledger" in first.stderr
+        dropped = sb.records()["dropped"][-1]
+        status = subprocess.run([EMO_PREP, "ledger", "--ledger", str(ledger), "status"], capture_output=True,
+                                text=True, timeout=60)
+        assert json.loads(status.stdout)["unsettled_submits"] == 1
+        job_id = next(r["job_id"] for r in _records(out) if r["state"] == "unknown")
+        assert stranger in next(r["last_error"] for r in _records(out) if r["state"] == "unknown")
+        settle = subprocess.run([EMO_PREP, "ledger", "--ledger", str(ledger), "settle", job_id, "--task", dropped],
+                                capture_output=True, text=True, timeout=60)
+        assert settle.returncode == 0, settle.stderr
+        second = _batch(str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--poll-interval", "0.1",
+                        env=_env(sb))
+        assert "videos 1" in second.stdout and len(sb.records()["submits"]) == 2  # nothing resent
+        show = subprocess.run([EMO_PREP, "ledger", "--ledger", str(ledger), "show", job_id], capture_output=True,
+                              text=True, timeout=60)
+        events = [e["what"] for e in json.loads(show.stdout)["events"]]
+        assert "submit unknown" in events and "task created (settled)" in events and "downloaded" in events
+        export = subprocess.run([EMO_PREP, "ledger", "--ledger", str(ledger), "export"], capture_output=True,
+                                text=True, timeout=60)
+        assert len(export.stdout.splitlines()) == 3
+    finally:
+        sb.stop()
+
+
+# --- SIGKILL at five points, then resume -----------------------------------------------------
+
+_POINTS = {
+    "during checks": "SELECT (SELECT COUNT(*) FROM jobs WHERE state != 'new') > 0",
+    "between upload and submit": "SELECT (SELECT COUNT(*) FROM uploads) > 0 AND (SELECT COUNT(*) FROM submits) = 0",
+    "right after a submit": "SELECT (SELECT COUNT(*) FROM submits WHERE outcome = 'pending') > 0",
+    "while waiting": "SELECT (SELECT COUNT(*) FROM tasks WHERE status = 'RUNNING') > 0",
+    "during a download": "SELECT (SELECT COUNT(*) FROM events WHERE what = 'download started') > "
+                         "(SELECT COUNT(*) FROM events WHERE what = 'downloaded')",
+}
+
+
+def _run_and_kill(args: list[str], env: dict[str, str], ledger: Path, condition: str, timeout: float = 120) -> bool:
+    """Start the batch and SIGKILL its process group as soon as `condition` holds in the ledger."""
+    proc = subprocess.Popen([EMO_PREP, "batch", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if ledger.exists():
+                try:
+                    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=1) as db:
+                        if db.execute(condition).fetchone()[0]:
+                            os.killpg(proc.pid, signal.SIGKILL)
+                            proc.wait(timeout=30)
+                            return True
+                except sqlite3.OperationalError:
+                    pass  # the schema is being made
+            time.sleep(0.005)
+        return False
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_sigkill_at_five_points_loses_nothing_and_duplicates_nothing(tmp_path):
+    photos = _portraits(tmp_path / "in", n=4)
+    out = tmp_path / "out"
+    ledger = out / "ledger.sqlite"
+    args = [str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--workers", "2", "--poll-interval", "0.1"]
+    sb = _sandbox(latency_s=0.3, pending_s=0.3, running_s=0.6)
+    try:
+        env = _env(sb)
+        hit = {name: _run_and_kill(args, env, ledger, condition) for name, condition in _POINTS.items()}
+        final = subprocess.run([EMO_PREP, "batch", *args], env=env, capture_output=True, text=True, timeout=300)
+        records = sb.records()
+    finally:
+        sb.stop()
+    assert hit == {name: True for name in _POINTS}, hit
+    assert "4 passed, 2 rejected" in final.stdout and "tasks 4, videos 4" in final.stdout, final.stderr
+    made = [s["task_id"] for s in records["submits"]]
+    assert len(made) == len(set(made)) == 4  # zero duplicate submissions: one task per passing photo
+    with sqlite3.connect(ledger) as db:
+        in_ledger = {r[0] for r in db.execute("SELECT task_id FROM tasks")}
+        downloaded = {r[0]: (r[1], r[2]) for r in db.execute("SELECT task_id, output_path, bytes FROM tasks")}
+    assert in_ledger == set(made)  # zero lost task ids
+    videos = sorted((out / "videos").iterdir())
+    assert len(videos) == 4 and not [p for p in out.rglob("*.part")]
+    for path, size in downloaded.values():
+        assert Path(path).stat().st_size == size
+        with av.open(path) as container:
+            assert abs(float(container.duration) / 1e6 - 7.35) < 0.3 and container.streams.audio
+    gets = records["downloads"]
+    assert set(gets) == set(made) and sum(gets.values()) <= 5  # one GET each; a second only for the cut one
