@@ -289,7 +289,7 @@ def _first_error(job: Job) -> str:
 def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[[str], None]) -> bool:
     """Upload, submit, poll and download; True when the budget stopped the submitting."""
     from .client import EmoClient
-    from .errors import AmbiguousSubmitError, APIStatusError
+    from .errors import AmbiguousSubmitError, APIStatusError, InputError
 
     with EmoClient(poll_initial_s=options.poll_interval_s, poll_max_s=options.poll_interval_s) as client:
         _reconcile(ledger, client, say)
@@ -316,7 +316,8 @@ def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[
                 _pace(sent)
                 try:
                     task_id = _submit_one(ledger, client, job, AmbiguousSubmitError, APIStatusError, say)
-                except APIStatusError as exc:  # an upload or the submit was refused: this job only
+                except (APIStatusError, InputError, ValueError, OSError) as exc:  # this job only: the photo
+                    # changed or vanished since its check, or the service refused an upload or the submit
                     if ledger.job(job.job_id).state != "failed":
                         ledger.set_state(job.job_id, "failed", error=str(exc))
                     say(f"{Path(job.photo_path).name}: {exc}")
@@ -362,13 +363,16 @@ def _upload(ledger: Ledger, client, data: bytes, filename: str) -> str:
 
 
 def _submit_one(ledger: Ledger, client, job: Job, ambiguous_error, status_error, say) -> str | None:
-    from .geometry import crop_box
+    from .geometry import boxes_for_upload
     from .ingest import load_image, upload_form
     from .payload import VideoInput, VideoParameters, VideoSynthesisRequest
 
     form = upload_form(load_image(job.photo_path))
-    face = [round(v * form.scale) for v in job.face_bbox]
-    ext = job.ext_bbox if form.scale == 1.0 else list(crop_box(face, (form.width, form.height), job.ratio, floor=1.0))
+    boxes = boxes_for_upload(tuple(job.face_bbox), tuple(job.ext_bbox), form.scale, (form.width, form.height),
+                             job.ratio)
+    if boxes is None:
+        raise ValueError("the downscaled photo leaves no room for the crop box")
+    face, ext = (list(b) for b in boxes)
     suffix = "jpg" if form.format == "jpeg" else form.format
     audio_data = _audio_bytes(job.audio_path, job.audio_sha256)
     files = ((form.data, f"{Path(job.photo_path).stem}.{suffix}"),

@@ -183,7 +183,7 @@ def _print_findings(what: str, findings) -> None:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from .audio import check_audio
-    from .geometry import crop_box
+    from .geometry import boxes_for_upload
     from .ingest import upload_form
     from .payload import VideoInput, VideoParameters, VideoSynthesisRequest, estimate_cost
     from .verdict import Checker
@@ -202,11 +202,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     cost = estimate_cost(audio.duration_s or 0.0, args.ratio)
     _say(f"estimated cost: CNY {cost:.2f} ({audio.duration_s or 0:.2f} s of video at ratio {args.ratio})")
     form = upload_form(report.loaded)
-    face = tuple(round(v * form.scale) for v in report.face_bbox)
-    ext = report.ext_bbox if form.scale == 1.0 else crop_box(face, (form.width, form.height), args.ratio, floor=1.0)
-    if ext is None:
+    boxes = boxes_for_upload(report.face_bbox, report.ext_bbox, form.scale, (form.width, form.height), args.ratio)
+    if boxes is None:
         _say("Error: the downscaled photo leaves no room for the crop box")
         return EXIT_REJECTED
+    face, ext = boxes
     if form.fixes:
         _say(f"uploading a fixed copy of the photo: {', '.join(form.fixes)}")
 

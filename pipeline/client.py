@@ -63,6 +63,7 @@ from .errors import (
     UsageError,
 )
 from .payload import (
+    DETECT_MESSAGES,
     ErrorBody,
     FaceDetectInput,
     FaceDetectParameters,
@@ -87,33 +88,23 @@ _API_CODE_TO_FINDING = {
     "InvalidFile.Value": "blur", "InvalidFile.FrontBody": "pose", "InvalidFile.FullFace": "face_cut_off",
     "InvalidFile.FacePose": "pose", "InvalidFile.FullBody": "body_cut_off", "InvalidFile.Content": "multiple_faces",
 }
-#: emo-detect's check_pass=false messages (spec 3.1), matched on a normalised prefix.
-_DETECT_MESSAGES = (
-    ("the input image has no human body", "InvalidFile.NoHuman"),
-    ("the input image has multi human bodies", "InvalidFile.MultiHuman"),
-    ("the proportion of the detected person", "InvalidFile.BodyProportion"),
-    ("the image resolution is invalid", "InvalidFile.Resolution"),
-    ("the value of the image is invalid", "InvalidFile.Value"),
-    ("the pose of the detected person is invalid please upload other image with the front view",
-     "InvalidFile.FrontBody"),
-    ("the pose of the detected person is invalid please upload other image with whole body",
-     "InvalidFile.FullBody"),
-    ("the pose of the detected face is invalid please upload other image with whole face",
-     "InvalidFile.FullFace"),
-    ("the pose of the detected face is invalid please upload other image with the expected orient",
-     "InvalidFile.FacePose"),
-)
+#: A received message is taken for the code whose message it shares the longest normalised
+#: prefix with, from this many characters on (variants differ in spelling and the ending).
+_MIN_SHARED_PREFIX = 40
+
+
+def _normalised(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]+", "", text.lower()).strip()
 
 
 def finding_for_api_code(code: str | None, message: str | None = None) -> str | None:
     """Our check code for a service verdict, from its code or (failing that) its message."""
     if code in _API_CODE_TO_FINDING:
         return _API_CODE_TO_FINDING[code]
-    text = re.sub(r"[^a-z0-9 ]+", "", (message or "").lower()).strip()
-    for prefix, api_code in _DETECT_MESSAGES:
-        if text.startswith(prefix):
-            return _API_CODE_TO_FINDING[api_code]
-    return None
+    text = _normalised(message or "")
+    shared, best = max((len(os.path.commonprefix([text, _normalised(official)])), api_code)
+                       for api_code, official in DETECT_MESSAGES.items())
+    return _API_CODE_TO_FINDING[best] if shared >= _MIN_SHARED_PREFIX else None
 
 
 # --- retry decisions: pure functions --------------------------------------------------------

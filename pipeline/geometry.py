@@ -18,7 +18,7 @@ import math
 from .boxes import XYXY
 from .config import RATIOS
 
-__all__ = ["face_box", "crop_box", "EXT_SCALE_11", "EXT_WIDTH_34"]
+__all__ = ["face_box", "crop_box", "boxes_for_upload", "EXT_SCALE_11", "EXT_WIDTH_34"]
 
 #: 1:1 side in face sides and upward shift of the centre in face sides (emo-detect sample A).
 EXT_SCALE_11, EXT_SHIFT_UP_11 = 2.5, 0.15
@@ -80,3 +80,16 @@ def crop_box(face_xyxy: tuple[float, float, float, float], size_wh: tuple[int, i
         return None
     return (ox, oy, ox + bw, oy + bh)
 
+
+def boxes_for_upload(face_bbox: XYXY, ext_bbox: XYXY, scale: float, upload_wh: tuple[int, int],
+                     ratio: str) -> tuple[XYXY, XYXY] | None:
+    """The boxes in the pixels of an upload form downscaled by `scale` (1.0: unchanged).
+
+    The face box scales; the ext box is made again on it (scaling would break the exact
+    ratio in integers), allowed down to the face itself since the check already passed.
+    """
+    if scale == 1.0:
+        return face_bbox, ext_bbox
+    face = face_box(tuple(v * scale for v in face_bbox), upload_wh)
+    ext = crop_box(face, upload_wh, ratio, floor=1.0)
+    return None if ext is None else (face, ext)

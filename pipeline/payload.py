@@ -13,9 +13,28 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from .config import DETECT_MODEL, PRICE_CNY_PER_SECOND, RATIOS, VIDEO_MODEL
 
-__all__ = ["Box", "FaceDetectRequest", "FaceDetectResponse", "VideoSynthesisRequest", "VideoInput",
+__all__ = ["DETECT_MESSAGES", "Box", "FaceDetectRequest", "FaceDetectResponse", "VideoSynthesisRequest", "VideoInput",
            "VideoParameters", "TaskResponse", "TaskOutput", "TaskList", "UploadPolicy", "PolicyResponse",
            "ErrorBody", "TaskStatus", "FINAL_STATUSES", "estimate_cost", "box_ratio"]
+
+#: emo-detect's check_pass=false messages by error code, as the service writes them (spec 3.1,
+#: typo "oriention" included).
+DETECT_MESSAGES = {
+    "InvalidFile.NoHuman": "The input image has no human body. Please upload other image with single person.",
+    "InvalidFile.MultiHuman": "The input image has multi human bodies. Please upload other image with single person.",
+    "InvalidFile.BodyProportion": "The proportion of the detected person in the picture is too large or too small, "
+                                  "please upload other image.",
+    "InvalidFile.Resolution": "The image resolution is invalid, please make sure that the largest length of image is "
+                              "smaller than 7000, and the smallest length of image is larger than 400.",
+    "InvalidFile.Value": "The value of the image is invalid, please upload other clearer image.",
+    "InvalidFile.FrontBody": "The pose of the detected person is invalid, please upload other image with the front "
+                             "view.",
+    "InvalidFile.FullFace": "The pose of the detected face is invalid, please upload other image with whole face.",
+    "InvalidFile.FacePose": "The pose of the detected face is invalid, please upload other image with the expected "
+                            "oriention.",
+    "InvalidFile.FullBody": "The pose of the detected person is invalid, please upload other image with whole body, "
+                            "or change the ratio parameter to 1:1.",
+}
 
 TaskStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN", "SUSPENDED"]
 #: Statuses after which a task never changes (spec 1.4).

@@ -8,12 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .config import OUTPUT_WH
 from .verdict import Report
 
 __all__ = ["render_preview", "write_preview"]
 
-#: Output frame of emo-v1 per ratio (spec section 2): 512 x 512 or 512 x 704.
-OUTPUT_WH = {"1:1": (512, 512), "3:4": (512, 704)}
 _PHOTO_SIDE, _INSET_W, _LINE_H = 720, 256, 22
 _GREEN, _ORANGE, _RED, _WHITE, _GREY = (60, 200, 60), (0, 150, 255), (60, 60, 230), (255, 255, 255), (40, 40, 40)
 

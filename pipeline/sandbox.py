@@ -40,34 +40,16 @@ import cv2
 import numpy as np
 
 from .audio import check_audio
-from .config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, DETECT_MODEL, STYLE_LEVELS, VIDEO_MODEL
+from .config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, DETECT_MODEL, OUTPUT_WH, STYLE_LEVELS, VIDEO_MODEL
 from .errors import InputError
 from .findings import CODES
 from .ingest import decode_image
 from .nativelog import quiet_native_stderr
-from .payload import box_ratio
+from .payload import DETECT_MESSAGES, box_ratio
 
 __all__ = ["SandboxOptions", "Sandbox", "render_framing_video"]
 
 API_PREFIX = "/api/v1"
-OUTPUT_WH = {"1:1": (512, 512), "3:4": (512, 704)}
-#: The service's check_pass=false messages per code (spec 3.1).
-_DETECT_MESSAGES = {
-    "InvalidFile.NoHuman": "The input image has no human body. Please upload other image with single person.",
-    "InvalidFile.MultiHuman": "The input image has multi human bodies. Please upload other image with single person.",
-    "InvalidFile.BodyProportion": "The proportion of the detected person in the picture is too large or too small, "
-                                  "please upload other image.",
-    "InvalidFile.Resolution": "The image resolution is invalid, please make sure that the largest length of image is "
-                              "smaller than 7000, and the smallest length of image is larger than 400.",
-    "InvalidFile.Value": "The value of the image is invalid, please upload other clearer image.",
-    "InvalidFile.FullFace": "The pose of the detected face is invalid, please upload other image with whole face.",
-    "InvalidFile.FacePose": "The pose of the detected face is invalid, please upload other image with the expected "
-                            "oriention.",
-    "InvalidFile.FullBody": "The pose of the detected person is invalid, please upload other image with whole body, "
-                            "or change the ratio parameter to 1:1.",
-}
-
-
 @dataclass(frozen=True)
 class SandboxOptions:
     """How the sandbox behaves; the fault options default to off."""
@@ -363,7 +345,7 @@ class Sandbox:
                                             "and the request image format is one of the following types: JPEG, JPG, "
                                             "PNG, BMP, and WEBP.")
         api_code = CODES[first.code].api_code
-        message = _DETECT_MESSAGES.get(api_code, _DETECT_MESSAGES["InvalidFile.Value"])
+        message = DETECT_MESSAGES.get(api_code, DETECT_MESSAGES["InvalidFile.Value"])
         if self.options.detect_reject_status == 400:
             raise _Reply(400, api_code, message)
         return {"output": {"check_pass": False, "code": api_code, "message": message},

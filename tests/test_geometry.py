@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import crop_box
-from pipeline.geometry import face_box
+from pipeline.geometry import boxes_for_upload, face_box
 
 
 @st.composite
@@ -73,3 +73,11 @@ def test_shrinks_to_the_image_then_gives_up_below_the_floor():
 def test_unknown_ratio_is_refused():
     with pytest.raises(ValueError, match="expected one of"):
         crop_box((0, 0, 10, 10), (100, 100), "16:9")
+
+
+def test_boxes_follow_a_downscaled_upload_form():
+    face, ext = (1000, 1000, 2000, 2000), crop_box((1000, 1000, 2000, 2000), (7200, 7200), "1:1")
+    assert boxes_for_upload(face, ext, 1.0, (7200, 7200), "1:1") == (face, ext)
+    small_face, small_ext = boxes_for_upload(face, ext, 7000 / 7200, (7000, 7000), "3:4")
+    assert small_face == (972, 972, 1945, 1945)
+    assert (small_ext[2] - small_ext[0]) * 4 == (small_ext[3] - small_ext[1]) * 3
