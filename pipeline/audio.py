@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import AUDIO_MAX_BYTES, AUDIO_MAX_INPUT_BYTES, AUDIO_MAX_SECONDS, AUDIO_SILENT_DBFS
 from .errors import InputError
-from .findings import Finding
+from .findings import Finding, Verdict
 from .ingest import read_source
 
 __all__ = ["AudioReport", "check_audio"]
@@ -29,7 +29,7 @@ _CONTAINER_NAMES = {"mov,mp4,m4a,3gp,3g2,mj2": "m4a", "ogg": "ogg", "flac": "fla
 
 
 @dataclass(frozen=True)
-class AudioReport:
+class AudioReport(Verdict):
     """What the audio check found; `data` is what to upload (the file, or its WAV conversion)."""
 
     source: str
@@ -43,14 +43,6 @@ class AudioReport:
     findings: tuple[Finding, ...]
     fixes: tuple[str, ...] = ()
     data: bytes = field(default=b"", repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.severity == "error" for f in self.findings)
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "error"]
 
     @property
     def upload_format(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["CodeInfo", "CODES", "Finding", "Severity"]
+__all__ = ["CodeInfo", "CODES", "Finding", "Severity", "Verdict"]
 
 Severity = Literal["error", "warning"]
 
@@ -137,3 +137,18 @@ class Finding:
                 "limit": None if self.limit is None else round(float(self.limit), 3),
                 "message": self.message, "hint": info.hint, "hint_zh": info.hint_zh,
                 "api_code": info.api_code}
+
+
+class Verdict:
+    """ok / errors of anything that carries `findings` (photo and audio reports)."""
+
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when no finding is an error."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]

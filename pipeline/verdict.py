@@ -20,7 +20,7 @@ from .boxes import XYXY
 from .config import DEFAULT_CONFIG, RATIOS, CheckConfig
 from .errors import InputError, UsageError
 from .faces import FaceFinder, HeadPose, Mesh, head_pose, primary_index
-from .findings import Finding
+from .findings import Finding, Verdict
 from .geometry import crop_box, face_box
 from .ingest import ImageInfo, LoadedImage, decode_image, read_source
 
@@ -28,7 +28,7 @@ __all__ = ["Report", "Checker", "check"]
 
 
 @dataclass(frozen=True)
-class Report:
+class Report(Verdict):
     """Everything the JSON contract says about one photo. Boxes are integer [x1, y1, x2, y2]
     in pixels of the image as displayed (EXIF orientation applied)."""
 
@@ -45,15 +45,6 @@ class Report:
     """What the upload form changes relative to the file (empty: upload the file as it is)."""
     loaded: LoadedImage | None = field(default=None, repr=False, compare=False)
     """The decoded photo, for previews and the upload form (None when it did not decode)."""
-
-    @property
-    def ok(self) -> bool:
-        """True when no finding is an error."""
-        return not any(f.severity == "error" for f in self.findings)
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == "error"]
 
     def to_dict(self) -> dict[str, Any]:
         """The `check --json` record (DESIGN, 'The check JSON contract')."""
