@@ -76,3 +76,15 @@ def test_module_entry_point_works():
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "--json", str(SAMPLES / "coffee.jpg")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 1 and json.loads(proc.stdout)["findings"][0]["code"] == "no_face"
+
+
+def test_overexposed_face_is_rejected_and_a_bright_one_warned(tmp_path):
+    import numpy as np
+
+    photo = np.asarray(Image.open(SAMPLES / "astronaut.png").convert("RGB")).astype(np.float32) / 255
+    expected = {0.1: ("overexposed", "error"), 0.2: ("overexposed", "warning"), 0.35: None}
+    for gamma, want in expected.items():  # a strong gamma washes the face out but keeps it findable
+        Image.fromarray((255 * photo ** gamma).astype(np.uint8)).save(tmp_path / f"g{gamma}.png")
+        record = json.loads(run("check", "--json", str(tmp_path / f"g{gamma}.png")).stdout)
+        got = [(f["code"], f["severity"]) for f in record["findings"]]
+        assert got == ([want] if want else []), (gamma, got)
