@@ -311,6 +311,22 @@ class _Core:
                  status if status is not None else "no answer", delay, attempt + 1, self.retry.max_retries)
         return delay
 
+    def _after_failure(self, call: _Call, attempt: int, failure: httpx.Response | httpx.TransportError,
+                       sent_at: float) -> float:
+        """Seconds to wait before trying `call` again; raises the typed error when it must not be."""
+        if isinstance(failure, httpx.Response):
+            delay = self._decide(call, attempt, failure.status_code, True, failure.headers.get("retry-after"))
+            if delay is None:
+                raise self._error(call, failure)
+            return delay
+        sent = not isinstance(failure, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+        delay = self._decide(call, attempt, None, sent, None)
+        if delay is None:
+            if sent and not call.idempotent:
+                raise self._ambiguous(call, failure, sent_at) from failure
+            raise self._no_answer(call, failure) from failure
+        return delay
+
     def _no_answer(self, call: _Call, exc: httpx.TransportError) -> APIError:
         kind = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
         return kind(f"{call.what}: no answer from {_host(call.url)} ({type(exc).__name__})")
@@ -445,18 +461,11 @@ class EmoClient(_Core):
                                         data=call.data, files=call.files, headers=self._auth(call),
                                         timeout=timeout or self.timeout)
             except httpx.TransportError as exc:
-                sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-                delay = self._decide(call, attempt, None, sent, None)
-                if delay is None:
-                    if sent and not call.idempotent:
-                        raise self._ambiguous(call, exc, sent_at) from exc
-                    raise self._no_answer(call, exc) from exc
+                delay = self._after_failure(call, attempt, exc, sent_at)
             else:
                 if response.status_code < 400:
                     return response
-                delay = self._decide(call, attempt, response.status_code, True, response.headers.get("retry-after"))
-                if delay is None:
-                    raise self._error(call, response)
+                delay = self._after_failure(call, attempt, response, sent_at)
             self._sleep(delay)
             attempt += 1
 
@@ -599,18 +608,11 @@ class AsyncEmoClient(_Core):
                                               data=call.data, files=call.files, headers=self._auth(call),
                                               timeout=timeout or self.timeout)
             except httpx.TransportError as exc:
-                sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-                delay = self._decide(call, attempt, None, sent, None)
-                if delay is None:
-                    if sent and not call.idempotent:
-                        raise self._ambiguous(call, exc, sent_at) from exc
-                    raise self._no_answer(call, exc) from exc
+                delay = self._after_failure(call, attempt, exc, sent_at)
             else:
                 if response.status_code < 400:
                     return response
-                delay = self._decide(call, attempt, response.status_code, True, response.headers.get("retry-after"))
-                if delay is None:
-                    raise self._error(call, response)
+                delay = self._after_failure(call, attempt, response, sent_at)
             await asyncio.sleep(delay)
             attempt += 1
 
