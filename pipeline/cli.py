@@ -411,6 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug of ours: one line, never a traceback, never the key
+        key = os.environ.get("DASHSCOPE_API_KEY")
+        text = f"{type(exc).__name__}: {exc}"
+        print(f"Error: internal error, please report it: {text.replace(key, '***') if key else text}",
+              file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -274,7 +274,8 @@ def _decode_jpeg_reduced(data: bytes, sw: int, sh: int, source: str) -> np.ndarr
 
 def _decode_opencv(data: bytes, source: str) -> tuple[np.ndarray, list[str]]:
     buf = np.frombuffer(data, dtype=np.uint8)
-    pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    with quiet_native_stderr():  # libpng / libwebp complain about the corrupt data we report
+        pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None:
         raise InputError("unreadable", f"{source}: image data could not be decoded (truncated or corrupt)")
     return _normalise(pixels)

@@ -15,11 +15,12 @@ __all__ = ["quiet_native_stderr"]
 
 _LOCK = threading.RLock()
 
-#: Known chatter: MediaPipe/LiteRT INFO and WARNING lines, and libjpeg's recoverable-data
-#: warnings (a file it could decode anyway; truncation is detected separately).
+#: Known chatter: MediaPipe/LiteRT INFO and WARNING lines, and the image decoders' complaints
+#: about damaged files (which the check reports as `unreadable`, or decodes anyway).
 _NOISE = re.compile(r"^(?:[IW]\d{4} |INFO: |WARNING: All log messages before absl|WARNING: Logging before InitGoogle|"
                     r".*Sparsity tensors may not yet be fully supported|Corrupt JPEG data: |"
-                    r"Premature end of JPEG file)")
+                    r"Premature end of JPEG file|libpng (?:error|warning): |\[(?:ERROR| WARN):\d+@[\d.]+\] global |"
+                    r"\s*$)")
 
 
 @contextlib.contextmanager

@@ -92,3 +92,23 @@ def test_directory_without_photos_is_a_usage_error(tmp_path):
     proc = subprocess.run([EMO_PREP, "check", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "Error: no photos found in the given folders"
+
+
+def test_damaged_files_give_records_and_a_quiet_terminal(tmp_path):
+    """Seeded mutations and cuts of real files: every one gets a record, nothing leaks from the
+    native decoders onto stderr."""
+    rng = random.Random(11)
+    seeds = [(SAMPLES / name).read_bytes() for name in ("astronaut_exif6.jpg", "astronaut.png", "coffee.jpg")]
+    paths = []
+    for i in range(40):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 20)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if i % 3 == 0:
+            data = data[: rng.randrange(1, len(data))]
+        path = tmp_path / f"damaged{i}.img"
+        path.write_bytes(bytes(data))
+        paths.append(str(path))
+    proc = subprocess.run([EMO_PREP, "check", "--json", *paths], capture_output=True, text=True, timeout=180)
+    assert proc.returncode in (0, 1) and proc.stderr == ""
+    assert len(proc.stdout.splitlines()) == 40
