@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--preview", metavar="DIR", help="write a preview picture per photo into DIR")
     check.set_defaults(run=_cmd_check)
 
+    audio = sub.add_parser(
+        "check-audio", help="check audio clips for emo-v1 (wav/mp3, < 15 MB, < 60 s, not silent)",
+        description="Check audio clips the way the EMO service will: format sniffed from the bytes (other "
+                    "formats are converted to WAV, reported as a fix), size, duration by decoding, level.",
+        epilog="example: emo-prep check-audio --json samples/speech.wav",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    audio.add_argument("paths", nargs="+", metavar="FILE|URL")
+    audio.add_argument("--json", action="store_true", help="print one JSON object per clip (JSON lines)")
+    audio.set_defaults(run=_cmd_check_audio)
+
     submit = sub.add_parser(
         "submit", help="check a photo and an audio clip, upload them, submit an emo-v1 task",
         description="Check PHOTO and AUDIO, upload them (unless URLs are given), build the emo-v1 request, "
@@ -179,6 +189,26 @@ def _say(text: str) -> None:
 def _print_findings(what: str, findings) -> None:
     for f in findings:
         _say(f"{what}: {f.severity}: {f.code}: {f.message}" + (f" (hint: {f.hint})" if f.severity == "error" else ""))
+
+
+def _cmd_check_audio(args: argparse.Namespace) -> int:
+    from .audio import check_audio
+
+    rejected = 0
+    for path in args.paths:
+        report = check_audio(path)
+        rejected += not report.ok
+        if args.json:
+            print(json.dumps(report.to_dict(), ensure_ascii=False), flush=True)
+            continue
+        duration = f"{report.duration_s:.2f} s" if report.duration_s is not None else "-"
+        reasons = "; ".join(f"{f.code}: {f.message}" if f.severity == "error" else f"({f.code}: {f.message})"
+                            for f in report.findings)
+        print(f"{'PASS' if report.ok else 'REJECT':6s}  {path}  {report.format or '-'}  {duration}"
+              + (f"  fixes: {', '.join(report.fixes)}" if report.fixes else "")
+              + f"\n        {reasons or 'no findings'}"
+              + (f"\n        hint: {report.errors[0].hint}" if report.errors else ""), flush=True)
+    return EXIT_REJECTED if rejected else EXIT_OK
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:

@@ -93,3 +93,20 @@ def test_a_photo_is_not_audio():
 def test_missing_file():
     report = check_audio(SAMPLES / "nope.wav")
     assert report.errors[0].code == "audio_unreadable" and "No such file" in report.errors[0].message
+
+
+def test_cli_check_audio_exit_codes_and_json(tmp_path):
+    import json
+    import subprocess
+
+    from conftest import EMO_PREP
+
+    (tmp_path / "long.wav").write_bytes(_wav(61))
+    ok = subprocess.run([EMO_PREP, "check-audio", str(SAMPLES / "speech.wav")], capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0 and ok.stdout.startswith("PASS") and "wav  7.35 s" in ok.stdout
+    bad = subprocess.run([EMO_PREP, "check-audio", "--json", str(SAMPLES / "speech.wav"), str(tmp_path / "long.wav")],
+                         capture_output=True, text=True, timeout=60)
+    records = [json.loads(line) for line in bad.stdout.splitlines()]
+    assert bad.returncode == 1 and [r["ok"] for r in records] == [True, False]
+    assert records[1]["findings"][0]["code"] == "audio_too_long" and records[1]["findings"][0]["hint_zh"]
