@@ -1,8 +1,10 @@
 """The `emo-prep` command: a thin shell over the library.
 
-Exit status: 0 every photo passed, 1 some photo was rejected (unreadable files included),
-2 usage error or a failure of the tool itself (models, output folder). Data goes to stdout,
-everything else to stderr.
+Exit status: 0 all went well (every photo passed, the task made its video), 1 something was
+rejected (a photo or clip by a check, unreadable files included; a task that ended without a
+video; a batch with rejects, failures or unknowns), 2 usage error, network or service error, or
+a failure of the tool itself (models, output folder). Data goes to stdout, everything else to
+stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from .config import RATIOS, STYLE_LEVELS
 
 __all__ = ["main"]
 
@@ -29,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: emo-prep check --ratio 1:1 --preview previews/ samples/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("paths", nargs="+", metavar="PATH|URL", help="photos, folders of photos, or http(s) URLs")
-    check.add_argument("--ratio", choices=["1:1", "3:4"], default="1:1",
+    check.add_argument("--ratio", choices=list(RATIOS), default="1:1",
                        help="1:1 head portrait (512x512) or 3:4 half body (512x704); default 1:1")
     check.add_argument("--json", action="store_true", help="print one JSON object per photo (JSON lines)")
     check.add_argument("--preview", metavar="DIR", help="write a preview picture per photo into DIR")
@@ -54,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     submit.add_argument("photo", metavar="PHOTO")
     submit.add_argument("audio", metavar="AUDIO")
-    submit.add_argument("--ratio", choices=["1:1", "3:4"], default="1:1")
-    submit.add_argument("--style", choices=["normal", "calm", "active"], default="normal",
+    submit.add_argument("--ratio", choices=list(RATIOS), default="1:1")
+    submit.add_argument("--style", choices=list(STYLE_LEVELS), default="normal",
                         help="motion amplitude (parameters.style_level)")
     submit.add_argument("--image-url", help="use this http(s)/oss:// URL of PHOTO instead of uploading it")
     submit.add_argument("--audio-url", help="use this http(s)/oss:// URL of AUDIO instead of uploading it")
@@ -91,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("input", metavar="INPUT", help="a folder of photos, or a .csv / .jsonl manifest")
     batch.add_argument("--audio", metavar="FILE", help="the audio for every photo (a manifest row may override)")
     batch.add_argument("--manifest", metavar="FILE", help="a .csv / .jsonl manifest (paths relative to it)")
-    batch.add_argument("--ratio", choices=["1:1", "3:4"], default="1:1")
-    batch.add_argument("--style", choices=["normal", "calm", "active"], default="normal")
+    batch.add_argument("--ratio", choices=list(RATIOS), default="1:1")
+    batch.add_argument("--style", choices=list(STYLE_LEVELS), default="normal")
     batch.add_argument("--submit", action="store_true", help="upload, submit, wait and download the passing photos")
     batch.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="check processes (default: cores)")
     batch.add_argument("--ledger", metavar="FILE", help="SQLite ledger (default OUT/ledger.sqlite)")
