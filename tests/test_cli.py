@@ -88,3 +88,23 @@ def test_overexposed_face_is_rejected_and_a_bright_one_warned(tmp_path):
         record = json.loads(run("check", "--json", str(tmp_path / f"g{gamma}.png")).stdout)
         got = [(f["code"], f["severity"]) for f in record["findings"]]
         assert got == ([want] if want else []), (gamma, got)
+
+
+def test_readme_python_examples_run(tmp_path):
+    """Every ```python block of the README runs as written (the client one against the sandbox)."""
+    import os
+    import re
+    import shutil
+
+    from pipeline.sandbox import Sandbox, SandboxOptions
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    shutil.copytree(SAMPLES, tmp_path / "samples")
+    with Sandbox(SandboxOptions(api_key="sk-readme", pending_s=0.1, running_s=0.1, fps=5)) as sandbox:
+        env = {**os.environ, "DASHSCOPE_API_KEY": "sk-readme", "DASHSCOPE_HTTP_BASE_URL": sandbox.api_base}
+        for block in blocks:
+            proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == 0 and proc.stderr == "", (block, proc.stderr)
+    assert (tmp_path / "astronaut.mp4").stat().st_size > 10_000
