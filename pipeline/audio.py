@@ -35,7 +35,8 @@ class AudioReport(Verdict):
     source: str
     format: str | None
     """Sniffed container: wav, mp3, m4a, aac, ogg, flac or webm (None when unreadable)."""
-    bytes: int
+    size: int
+    """Bytes of the file as read."""
     duration_s: float | None
     """Seconds of audio, measured by decoding every frame."""
     rms_dbfs: float | None
@@ -50,7 +51,7 @@ class AudioReport(Verdict):
         return self.format if self.format in ("wav", "mp3") else "wav"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "ok": self.ok, "format": self.format, "bytes": self.bytes,
+        return {"source": self.source, "ok": self.ok, "format": self.format, "bytes": self.size,
                 "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
                 "rms_dbfs": None if self.rms_dbfs is None or math.isinf(self.rms_dbfs) else round(self.rms_dbfs, 1),
                 "findings": [f.to_dict() for f in self.findings], "fixes": list(self.fixes)}

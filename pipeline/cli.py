@@ -272,6 +272,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             except PortraitRejected as exc:
                 _say(f"emo-detect rejected the photo: {exc.message} (our check code: {exc.finding_code})")
                 return EXIT_REJECTED
+            if remote.face_bbox is None or remote.ext_bbox is None:
+                _say("Error: emo-detect passed the photo but returned no boxes")
+                return EXIT_ERROR
             _say(f"emo-detect boxes: face {remote.face_bbox} ext {remote.ext_bbox}; IoU with ours: face "
                  f"{iou(face, remote.face_bbox):.2f}, ext {iou(ext, remote.ext_bbox):.2f}")
             face, ext = remote.face_bbox, remote.ext_bbox
