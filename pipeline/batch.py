@@ -325,7 +325,7 @@ def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[
                 if task_id:
                     active[task_id] = job.job_id
             for task_id in list(active):
-                if _poll_one(ledger, client, task_id, out, say):
+                if _poll_one(ledger, client, task_id, active[task_id], out, say):
                     del active[task_id]
             if active:
                 time.sleep(options.poll_interval_s / max(1, len(active)))
@@ -438,14 +438,13 @@ def _reconcile(ledger: Ledger, client, say, *, only: int | None = None) -> str |
     return None
 
 
-def _poll_one(ledger: Ledger, client, task_id: str, out: Path, say) -> bool:
+def _poll_one(ledger: Ledger, client, task_id: str, job_id: str, out: Path, say) -> bool:
     """Query a task, record it, download a finished video; True when the task needs no more."""
     task = client.get_task(task_id)
     status = task.output.task_status
     ledger.update_task(task_id, status, usage=task.usage.model_dump() if task.usage else None,
                        video_url=task.video_url, error=task.output.message)
     if status == "SUCCEEDED" and task.video_url:
-        job_id = next(t["job_id"] for t in ledger.tasks() if t["task_id"] == task_id)
         job = ledger.job(job_id)
         dest = out / "videos" / f"{Path(job.photo_path).stem}-{task_id[:8]}.mp4"
         ledger.download_started(task_id, str(dest))

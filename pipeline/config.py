@@ -7,16 +7,13 @@ service or of our decoding strategy. Calibration figures refer to `../shared/dat
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
 
-__all__ = ["CheckConfig", "DEFAULT_CONFIG", "Ratio", "RATIOS", "StyleLevel", "STYLE_LEVELS", "PRICE_CNY_PER_SECOND",
+__all__ = ["CheckConfig", "DEFAULT_CONFIG", "RATIOS", "STYLE_LEVELS", "PRICE_CNY_PER_SECOND",
            "OUTPUT_WH"]
 
-Ratio = Literal["1:1", "3:4"]
 #: ext_bbox aspect as (width, height) integers, per the EMO API (spec section 2).
 RATIOS: dict[str, tuple[int, int]] = {"1:1": (1, 1), "3:4": (3, 4)}
 
-StyleLevel = Literal["normal", "calm", "active"]
 #: parameters.style_level values of emo-v1 (spec section 1.3).
 STYLE_LEVELS = ("normal", "calm", "active")
 #: emo-v1's output frame per ratio, (width, height): 512x512 head, 512x704 half body (spec 1.3).

@@ -34,8 +34,7 @@ DETECT_PADDING = 0.25
 
 # Mesh indices (MediaPipe canonical face mesh).
 MESH_RIGHT_EYE_OUTER, MESH_LEFT_EYE_OUTER = 33, 263
-MESH_FOREHEAD, MESH_CHIN, MESH_NOSE_TIP = 10, 152, 1
-MESH_RIGHT_CHEEK, MESH_LEFT_CHEEK = 234, 454
+MESH_FOREHEAD, MESH_CHIN = 10, 152
 #: On a frontal face the mesh's forehead-chin line leans about 8 degrees (median over the
 #: dev-set passes); subtracted so that 0 pitch means looking straight ahead.
 _MESH_PITCH_OFFSET = 8.0
