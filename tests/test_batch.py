@@ -259,7 +259,9 @@ def test_sigkill_at_five_points_loses_nothing_and_duplicates_nothing(tmp_path):
     out = tmp_path / "out"
     ledger = out / "ledger.sqlite"
     args = [str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--workers", "2", "--poll-interval", "0.1"]
-    sb = _sandbox(latency_s=0.3, pending_s=0.3, running_s=0.6)
+    # every answer is 0.2 s late, so polling three tasks takes ~0.6 s: each task stays RUNNING for
+    # 1.5 s, more than two polling rounds, so the batch is seen waiting whatever the machine's speed
+    sb = _sandbox(latency_s=0.2, pending_s=0.3, running_s=1.5)
     try:
         env = _env(sb)
         hit = {name: _run_and_kill(args, env, ledger, condition) for name, condition in _POINTS.items()}
