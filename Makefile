@@ -17,7 +17,6 @@ $(STAMP): pyproject.toml
 # emo-prep exits 1 when some photo is rejected, as some samples are meant to be.
 demo: $(STAMP)
 	$(BIN)/emo-prep check --preview $(DEMO_OUT) samples/; status=$$?; test $$status -le 1
-	@echo "preview pictures: $(DEMO_OUT)/"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
