@@ -7,6 +7,8 @@ over the working copy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -16,7 +18,7 @@ from .faces import Face, HeadPose
 from .findings import Finding
 from .ingest import ImageInfo
 
-__all__ = ["ORDER", "image_size", "face_count", "face_size", "face_cut_off",
+__all__ = ["ORDER", "image_size", "counts_as_face", "face_count", "face_size", "face_cut_off",
            "pose", "blur", "exposure", "body_cut_off", "face_presence", "face_sharpness", "face_luma", "ext_fit"]
 
 #: Precedence of the codes: a photo's first error is its reason (labels' README order).
@@ -57,16 +59,15 @@ def image_size(info: ImageInfo, cfg: CheckConfig) -> list[Finding]:
     return out
 
 
-def face_count(faces: list[Face], primary: Face | None, cfg: CheckConfig) -> list[Finding]:
-    """no_face when nothing scores enough; multiple_faces for a second face of real size.
-    `faces` is every detection, also those below the score limit."""
+def face_count(detected: list[Face], faces: list[Face], primary: Face | None, cfg: CheckConfig) -> list[Finding]:
+    """no_face when no detection counts as a face; multiple_faces for a second face of real
+    size. `detected` is every detection, `faces` those that count (see `counts_as_face`)."""
     if primary is None:
-        best = max((f.score for f in faces), default=0.0)
+        best = max((f.score for f in detected), default=0.0)
         return [Finding("no_face", "error",
-                        f"no face scores {cfg.min_face_score:g} or more (best {best:.2f})",
-                        best, cfg.min_face_score)]
-    others = [f for f in faces if f is not primary and f.score >= cfg.min_face_score
-              and f.side >= cfg.other_face_min_rel_side * primary.side]
+                        f"no face scores {cfg.min_face_score:g} or more (best {best:.2f}), and no weaker "
+                        f"detection is confirmed by the face mesh", best, cfg.min_face_score)]
+    others = [f for f in faces if f is not primary and f.side >= cfg.other_face_min_rel_side * primary.side]
     if others:
         rel = max(f.side for f in others) / primary.side
         return [Finding("multiple_faces", "error",
@@ -143,10 +144,23 @@ def pose(head: HeadPose, cfg: CheckConfig) -> list[Finding]:
     return []
 
 
+def counts_as_face(score: float, presence: Callable[[], float], cfg: CheckConfig) -> bool:
+    """A detection is a face from min_face_score; a weaker one when the mesh model confirms
+    it (crowds, tiny and cut-off faces score low). `presence` is asked only then."""
+    return score >= cfg.min_face_score or presence() >= cfg.confirm_mesh_presence
+
+
+#: Errors that also lower a real face's presence score (part of the face missing, pose, blur,
+#: light) or leave it open which face is doubtful (several): face_presence then keeps quiet.
+_PRESENCE_EXPLAINED = ("multiple_faces", "face_too_large", "face_cut_off", "pose", "blur", "dark", "overexposed")
+
+
 def face_presence(presence: float, so_far: list[Finding], cfg: CheckConfig) -> list[Finding]:
-    """no_face when the mesh model doubts the detection is a face at all. Blurred, dark or
-    turned faces also lower the presence score, so it speaks only when nothing else did."""
-    if presence >= cfg.min_mesh_presence or any(f.severity == "error" for f in so_far):
+    """no_face when the mesh model doubts the detection is a face at all, unless an error
+    that explains a low score was found. A small face does not: a pattern taken for a tiny
+    face should be called no face, not told to move closer."""
+    if presence >= cfg.min_mesh_presence or any(f.severity == "error" and f.code in _PRESENCE_EXPLAINED
+                                                 for f in so_far):
         return []
     return [Finding("no_face", "error",
                     f"the face model's presence score is {presence:.2f}: probably not a real face",

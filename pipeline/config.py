@@ -75,6 +75,9 @@ SERVICE_FORMATS = ("jpeg", "png", "bmp", "webp")
 # --- models -----------------------------------------------------------------------------
 #: Side of the square crop fed to the 468-point landmark model (its input size).
 LANDMARK_INPUT = 192
+#: The detector reports faces from this score; below `CheckConfig.min_face_score` they count
+#: only when the mesh model confirms them (a face in a crowd, a tiny or a cut-off face).
+DETECTOR_MIN_SCORE = 0.3
 #: Landmark crop side as a multiple of the detector's face side (DESIGN: about 1.5 F).
 LANDMARK_CROP_SCALE = 1.5
 #: Input side of the pose landmark model used for the 3:4 body check.
@@ -131,6 +134,9 @@ class CheckConfig:
     # a detection whose mesh presence score is below this is not taken for a face: dev
     # passes score 1.00, false detections on face-free photos 0.00-0.29.
     min_mesh_presence: float = 0.5
+    # a detection scoring under min_face_score counts when its mesh presence reaches this: on
+    # the dev photos such detections reach 0.89-1.00 on real faces, at most 0.60 elsewhere.
+    confirm_mesh_presence: float = 0.8
     # 3:4: the lower hip must lie this many face sides above the bottom edge. The pose model
     # puts hips 1.3 F inside frames cut at the waist; real half-body passes measure 2.35+.
     hip_margin_faces: float = 1.8

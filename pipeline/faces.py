@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .boxes import iou
-from .config import LANDMARK_CROP_SCALE, LANDMARK_INPUT
+from .config import DETECTOR_MIN_SCORE, LANDMARK_CROP_SCALE, LANDMARK_INPUT
 from .ingest import LoadedImage
 from .modelfiles import model_path
 from .nativelog import quiet_native_stderr
@@ -27,8 +27,6 @@ __all__ = ["Face", "Mesh", "HeadPose", "FaceFinder", "head_pose", "primary_index
 
 DETECTOR_MODEL = "face_detection_full_range_sparse.tflite"
 MESH_MODEL = "face_landmark.tflite"
-#: Detections below this score are dropped inside MediaPipe; checks apply their own limit.
-_DETECTOR_FLOOR = 0.3
 #: Margin around the photo for the second detection pass, as a share of its long side.
 DETECT_PADDING = 0.25
 
@@ -94,7 +92,7 @@ class FaceFinder:
             options = vision.FaceDetectorOptions(
                 base_options=BaseOptions(model_asset_path=detector_file),
                 running_mode=vision.RunningMode.IMAGE,
-                min_detection_confidence=_DETECTOR_FLOOR)
+                min_detection_confidence=DETECTOR_MIN_SCORE)
             self._detector = vision.FaceDetector.create_from_options(options)
             self._mesh = Interpreter(model_path=mesh_file, num_threads=1)
             self._mesh.allocate_tensors()

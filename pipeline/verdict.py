@@ -19,7 +19,7 @@ from .body import BodyFinder
 from .boxes import XYXY
 from .config import DEFAULT_CONFIG, RATIOS, CheckConfig
 from .errors import InputError, UsageError
-from .faces import FaceFinder, HeadPose, Mesh, head_pose, primary_index
+from .faces import Face, FaceFinder, HeadPose, Mesh, head_pose, primary_index
 from .findings import Finding, Verdict
 from .geometry import crop_box, face_box
 from .ingest import ImageInfo, LoadedImage, decode_image, read_source
@@ -135,9 +135,16 @@ class Checker:
         size = (info.width, info.height)
         findings = checks.image_size(info, cfg)
         detected = finder.detect(image)
-        faces = [f for f in detected if f.score >= cfg.min_face_score]
+        meshes: dict[int, Mesh] = {}  # by id(face): a mesh run to confirm a face is not run again
+
+        def mesh_of(face: Face) -> Mesh:
+            if id(face) not in meshes:
+                meshes[id(face)] = finder.mesh(image, face)
+            return meshes[id(face)]
+
+        faces = [f for f in detected if checks.counts_as_face(f.score, lambda f=f: mesh_of(f).presence, cfg)]
         primary = faces[primary_index(faces, *size)] if faces else None
-        findings += checks.face_count(detected, primary, cfg)
+        findings += checks.face_count(detected, faces, primary, cfg)
         report_faces = tuple((face_box(f.xyxy, size), round(f.score, 3)) for f in faces)
         if primary is None:
             return Report(image.source, ratio, info, _sorted(findings), faces=report_faces,
@@ -147,7 +154,7 @@ class Checker:
         findings += checks.ext_fit(ext is not None, ratio, cfg)
         findings += checks.face_size(primary, info, ratio, cfg)
         findings += checks.face_cut_off(primary, info, cfg)
-        mesh = finder.mesh(image, primary)
+        mesh = mesh_of(primary)
         head = head_pose(mesh)
         findings += checks.pose(head, cfg)
         gray = _face_gray(image, mesh)

@@ -34,16 +34,31 @@ def test_half_body_set_verdicts(checker):
     assert 1 - len(misses) / n >= 0.9 and false_accepts <= 1, "\n".join(misses)
 
 
-def test_reject_reason_matches_label(checker):
-    """The first error names the labelled reason (or another listed one) on most rejects."""
-    rows = [r for r in labels(DATA) if r["expected"] == "reject"]
+@pytest.mark.parametrize("ratio", ["1:1", "3:4"])
+def test_reject_reason_matches_label(checker, ratio):
+    """The first error (the reason shown to the user) is the labelled reason, or another one
+    the label lists, on all but at most 2 rejects."""
+    if ratio == "1:1":
+        rows = [(r["file"], r["reject_reasons_all"]) for r in labels(DATA) if r["expected"] == "reject"]
+    else:
+        rows = [(r["file"], [r["expected_34"]["reason"]]) for r in labels(DATA)
+                if r["expected_34"]["expected"] == "reject"]
     wrong = []
-    for row in rows:
-        report = checker.check(DATA / row["file"])
-        codes = {f.code for f in report.errors}
-        if not codes & set(row["reject_reasons_all"]):
-            wrong.append(f"{row['file']}: labelled {row['reject_reasons_all']}, got {sorted(codes)}")
-    assert len(wrong) <= 0.1 * len(rows), "\n".join(wrong)
+    for name, reasons in rows:
+        errors = checker.check(DATA / name, ratio=ratio).errors
+        if not errors or errors[0].code not in reasons:
+            wrong.append(f"{name}: labelled {reasons}, got {[f.code for f in errors]}")
+    assert len(wrong) <= 2, "\n".join(wrong)
+
+
+def test_a_pattern_taken_for_a_tiny_face_is_no_face_and_a_weak_real_face_counts(checker):
+    """Mesh confirmation both ways: face-free photos whose detector hit the mesh model does not
+    believe say no_face (not "move closer"); real faces the detector scores under 0.5 (a tiny
+    pasted portrait, a face cut by the border) get their own reason instead of no_face."""
+    by_file = {r["file"]: r for r in labels(DATA)}
+    for name in ("dv031.jpg", "dv034.jpg", "dv056.jpg", "dv067.jpg"):
+        report = checker.check(DATA / name)
+        assert report.errors[0].code == by_file[name]["reject_reason"], (name, report.errors)
 
 
 def test_pass_face_boxes_match_labels(checker):
