@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/detectors.py
+	$(BIN)/python bench/hips.py
 	$(BIN)/python bench/speed.py
 
 # Rebuild models/ from the mediapipe 0.10.21 wheel on PyPI and check the hashes.

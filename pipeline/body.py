@@ -1,9 +1,9 @@
 """Where the hips are, for the 3:4 (half-body) check: BlazePose landmarks through LiteRT.
 
 The Tasks PoseLandmarker refuses the legacy model (no normalisation metadata), so the
-landmark model runs directly on a region of interest derived from the face: a square of
-ROI_FACES face sides, centred ROI_DROP_FACES face sides below the face centre, black
-outside the image (DESIGN). Only used when the ratio is 3:4.
+landmark model runs directly on a region of interest derived from the face (DESIGN): a
+square of ROI_FACES face sides, centred ROI_DROP_FACES face sides below the face centre,
+black outside the image. Only used when the ratio is 3:4.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from .nativelog import quiet_native_stderr
 __all__ = ["Hips", "BodyFinder"]
 
 POSE_MODEL = "pose_landmark_full.tflite"
-#: ROI side and centre drop in face sides: a standing adult's head-to-hip span is ~4.5-5 F.
-ROI_FACES, ROI_DROP_FACES = 7.0, 2.2
+#: ROI side and centre drop in face sides. BlazePose expects its ROI centred on the hips and
+#: wide enough for the whole body; the hips of an upright adult lie ~4 F below the face centre.
+#: A tighter ROI nearer the face (7 F, 2.2 F down) pulls the predicted hips towards its centre:
+#: on data34's passes they landed 0.9-1.7 F above the labelled hips, with this one within 0.16 F.
+ROI_FACES, ROI_DROP_FACES = 12.0, 4.0
 _LEFT_HIP, _RIGHT_HIP = 23, 24
 
 
@@ -40,9 +43,11 @@ class Hips:
 
 
 class BodyFinder:
-    """Loads the pose landmark model once; `hips(image, face)` per photo."""
+    """Loads the pose landmark model once; `hips(image, face)` per photo. The ROI geometry
+    can be changed for experiments (bench/hips.py compares DESIGN's first guess)."""
 
-    def __init__(self) -> None:
+    def __init__(self, roi_faces: float = ROI_FACES, roi_drop_faces: float = ROI_DROP_FACES) -> None:
+        self._roi_faces, self._roi_drop_faces = roi_faces, roi_drop_faces
         with quiet_native_stderr():
             from ai_edge_litert.interpreter import Interpreter
 
@@ -65,8 +70,8 @@ class BodyFinder:
         sx, sy = image.scale
         x1, y1, x2, y2 = face.xyxy
         side = max(x2 - x1, y2 - y1) / sx
-        cx, cy = (x1 + x2) / 2 / sx, (y1 + y2) / 2 / sy + ROI_DROP_FACES * side
-        roi = ROI_FACES * side
+        cx, cy = (x1 + x2) / 2 / sx, (y1 + y2) / 2 / sy + self._roi_drop_faces * side
+        roi = self._roi_faces * side
         k = POSE_INPUT / roi
         m = np.array([[k, 0, POSE_INPUT / 2 - k * cx], [0, k, POSE_INPUT / 2 - k * cy]])
         crop = cv2.warpAffine(image.pixels, m, (POSE_INPUT, POSE_INPUT), flags=cv2.INTER_AREA,

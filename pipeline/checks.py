@@ -196,8 +196,9 @@ def exposure(luma: float, cfg: CheckConfig) -> list[Finding]:
 
 
 def body_cut_off(hips: Hips, face: Face, info: ImageInfo, cfg: CheckConfig) -> list[Finding]:
-    """3:4 only: both hips must lie at least `hip_margin_faces` face sides above the bottom
-    edge (the pose model extrapolates hips into frames cut at the waist) and inside the sides."""
+    """3:4 only: both hips inside the sides, at least `hip_margin_faces` face sides above the
+    bottom edge (the top of the thighs in the frame, not just the waist), and seen by the
+    pose model (hidden or outside hips score low: visibility, not only a predicted point)."""
     lowest = max(y for _, y in hips.points)
     margin = (info.height - lowest) / face.side
     outside_x = any(x < 0 or x > info.width for x, _ in hips.points)
@@ -206,4 +207,8 @@ def body_cut_off(hips: Hips, face: Face, info: ImageInfo, cfg: CheckConfig) -> l
                         f"the hips are not clearly inside the photo (their margin to the bottom is "
                         f"{margin:.1f} face heights, {cfg.hip_margin_faces:g} needed)",
                         margin, cfg.hip_margin_faces)]
+    if hips.visibility < cfg.hip_min_visibility:
+        return [Finding("body_cut_off", "error",
+                        f"the hips are not visible (pose model visibility {hips.visibility:.2f}, "
+                        f"{cfg.hip_min_visibility:g} needed)", hips.visibility, cfg.hip_min_visibility)]
     return []

@@ -137,9 +137,12 @@ class CheckConfig:
     # a detection scoring under min_face_score counts when its mesh presence reaches this: on
     # the dev photos such detections reach 0.89-1.00 on real faces, at most 0.60 elsewhere.
     confirm_mesh_presence: float = 0.8
-    # 3:4: the lower hip must lie this many face sides above the bottom edge. The pose model
-    # puts hips 1.3 F inside frames cut at the waist; real half-body passes measure 2.35+.
-    hip_margin_faces: float = 1.8
+    # 3:4: the lower hip must lie this many face sides above the bottom edge (the middle of the
+    # dev gap: half-body passes measure 1.02+, frames cut at the waist -0.30 or less) ...
+    hip_margin_faces: float = 0.35
+    # ... and the pose model must see both hips (its own visible / not visible boundary; passes
+    # score 0.99+, hips outside the frame 0.00-0.84).
+    hip_min_visibility: float = 0.5
 
     def __post_init__(self) -> None:
         for f in fields(self):

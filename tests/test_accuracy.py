@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import pytest
 from conftest import DATA, DATA34, labels
 
@@ -72,3 +73,19 @@ def test_pass_face_boxes_match_labels(checker):
             ious.append((iou(report.face_bbox, row["faces"][0]), row["file"]))
     assert min(ious)[0] >= 0.7, min(ious)
     assert sorted(ious)[len(ious) // 2][0] >= 0.9
+
+
+def test_half_body_passes_cut_above_the_hips_are_rejected_and_below_them_pass(checker):
+    """The 3:4 rule follows the labelled hip joints: each half-body pass, cut 0.4 face sides
+    above its hips, is body_cut_off; cut 0.8 face sides below them, it still passes."""
+    for row in labels(DATA34):
+        if row["expected_34"]["expected"] != "pass":
+            continue
+        pixels = cv2.imread(str(DATA34 / row["file"]))
+        x1, y1, x2, y2 = row["faces"][0]
+        side, hip_y = max(x2 - x1, y2 - y1), max(y for _, y in row["hips"])
+        for k, want in ((-0.4, "body_cut_off"), (0.8, None)):
+            bottom = min(int(hip_y + k * side), pixels.shape[0])
+            report = checker.check_bytes(cv2.imencode(".png", pixels[:bottom])[1].tobytes(), row["file"], ratio="3:4")
+            got = report.errors[0].code if report.errors else None
+            assert got == want, (row["file"], k, [f.message for f in report.errors])
