@@ -18,8 +18,9 @@ from .faces import Face, HeadPose
 from .findings import Finding
 from .ingest import ImageInfo
 
-__all__ = ["ORDER", "image_size", "counts_as_face", "face_count", "face_size", "face_cut_off",
-           "pose", "blur", "exposure", "body_cut_off", "face_presence", "face_sharpness", "face_luma", "ext_fit"]
+__all__ = ["ORDER", "image_size", "counts_as_face", "face_count", "face_size", "face_cut_off", "pose",
+           "upside_down", "blur", "exposure", "body_cut_off", "face_presence", "faint_face", "face_sharpness",
+           "face_luma", "ext_fit"]
 
 #: Precedence of the codes: a photo's first error is its reason (labels' README order).
 ORDER = ("unreadable", "unsupported_format", "image_too_small", "image_too_large", "no_face",
@@ -142,6 +143,33 @@ def pose(head: HeadPose, cfg: CheckConfig) -> list[Finding]:
         v, _, lim, what = max(warns, key=lambda a: a[0] / a[2])
         return [Finding("pose", "warning", f"{what} is {v:.0f} degrees, above {lim:g}", v, lim)]
     return []
+
+
+def upside_down(score: float, turned_score: Callable[[], float], so_far: list[Finding],
+                cfg: CheckConfig) -> list[Finding]:
+    """pose when the face scores higher with the photo turned over than as it is: the angles
+    from the mesh miss it, since the mesh fits an upside-down face as if it were upright.
+    `turned_score` is asked only when the answer can matter: not after an error that comes
+    before pose, nor on a dark face, on which the detector's scores are erratic."""
+    if any(f.severity == "error" and (ORDER.index(f.code) < ORDER.index("pose") or f.code == "dark")
+           for f in so_far):
+        return []
+    turned = turned_score()
+    if turned - score <= cfg.max_turned_score_gain:
+        return []
+    return [Finding("pose", "error", f"the photo looks upside down or rotated: the face scores {turned:.2f} "
+                    f"turned by 180 degrees against {score:.2f} as it is", round(turned - score, 3),
+                    cfg.max_turned_score_gain)]
+
+
+def faint_face(score: float, so_far: list[Finding], cfg: CheckConfig) -> list[Finding]:
+    """no_face when the main face is only a weak detection (confirmed by the mesh) and nothing
+    else was found: such faces count, for the reasons they give, but never pass."""
+    if score >= cfg.min_face_score or any(f.severity == "error" for f in so_far):
+        return []
+    return [Finding("no_face", "error", f"the face is only faintly detected (score {score:.2f}, "
+                    f"{cfg.min_face_score:g} needed): turned, rotated, covered or not a real face?",
+                    score, cfg.min_face_score)]
 
 
 def counts_as_face(score: float, presence: Callable[[], float], cfg: CheckConfig) -> bool:

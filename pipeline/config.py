@@ -118,6 +118,9 @@ class CheckConfig:
     max_pitch_up: float = 25.0
     max_pitch_down: float = 15.5
     max_roll: float = 25.0
+    # pose: the face may not score higher with the photo turned by 180 degrees than as it is
+    # (upright dev passes lose 0.13 or more when turned over; their upside-down copies gain 0.09+).
+    max_turned_score_gain: float = 0.0
     warn_yaw: float = 25.0
     warn_pitch_up: float = 18.0
     warn_pitch_down: float = 12.0

@@ -29,6 +29,8 @@ DETECTOR_MODEL = "face_detection_full_range_sparse.tflite"
 MESH_MODEL = "face_landmark.tflite"
 #: Margin around the photo for the second detection pass, as a share of its long side.
 DETECT_PADDING = 0.25
+#: Two detections from different passes are the same face from this overlap (IoU).
+SAME_FACE_IOU = 0.3
 
 # Mesh indices (MediaPipe canonical face mesh).
 MESH_RIGHT_EYE_OUTER, MESH_LEFT_EYE_OUTER = 33, 263
@@ -143,7 +145,7 @@ class FaceFinder:
                   for d in self._detect_raw(framed)]
         merged = list(padded)
         for face in plain:
-            match = next((i for i, other in enumerate(merged) if iou(face.xyxy, other.xyxy) >= 0.3), None)
+            match = next((i for i, other in enumerate(merged) if iou(face.xyxy, other.xyxy) >= SAME_FACE_IOU), None)
             if match is None:
                 merged.append(face)
             else:
@@ -155,6 +157,20 @@ class FaceFinder:
                 best = face if inside else wide
                 merged[match] = Face(best.xyxy, max(face.score, wide.score), best.keypoints)
         return sorted(merged, key=lambda f: -f.score)
+
+    def score_turned(self, image: LoadedImage, face: Face) -> float:
+        """The detector's score for `face` with the photo turned by 180 degrees (0.0 when it
+        is not found so). The detector was trained on upright faces, while the mesh fits an
+        upside-down face as if it were upright: comparing scores tells which way is up."""
+        h, w = image.pixels.shape[:2]
+        width, height = image.info.width, image.info.height
+        best = 0.0
+        for detection in self._detect_raw(cv2.rotate(image.pixels, cv2.ROTATE_180)):
+            turned = _to_face(detection, (w, h), (0, 0), image.scale)
+            x1, y1, x2, y2 = turned.xyxy
+            if iou((width - x2, height - y2, width - x1, height - y1), face.xyxy) >= SAME_FACE_IOU:
+                best = max(best, turned.score)
+        return best
 
     def mesh(self, image: LoadedImage, face: Face) -> Mesh:
         """Run the mesh model on a crop of `face`, rotated so the eyes are level."""

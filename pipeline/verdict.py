@@ -160,11 +160,13 @@ class Checker:
         gray = _face_gray(image, mesh)
         findings += checks.blur(checks.face_sharpness(gray), cfg)
         findings += checks.exposure(checks.face_luma(gray), cfg)
+        findings += checks.upside_down(primary.score, lambda: finder.score_turned(image, primary), findings, cfg)
         findings += checks.face_presence(mesh.presence, findings, cfg)
         if ratio == "3:4":
             if self._body is None:
                 self._body = BodyFinder()
             findings += checks.body_cut_off(self._body.hips(image, primary), primary, info, cfg)
+        findings += checks.faint_face(primary.score, findings, cfg)
         return Report(image.source, ratio, info, _sorted(findings), face_bbox=face_box(primary.xyxy, size),
                       ext_bbox=ext, faces=report_faces, pose=head, fixes=image.fixes, loaded=image)
 

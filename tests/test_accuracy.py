@@ -89,3 +89,21 @@ def test_half_body_passes_cut_above_the_hips_are_rejected_and_below_them_pass(ch
             report = checker.check_bytes(cv2.imencode(".png", pixels[:bottom])[1].tobytes(), row["file"], ratio="3:4")
             got = report.errors[0].code if report.errors else None
             assert got == want, (row["file"], k, [f.message for f in report.errors])
+
+
+def test_passes_turned_sideways_or_upside_down_are_rejected(checker):
+    """The labels count 90/180/270-degree rotated photos as pose. Each dev pass, turned three
+    ways, is rejected; upside down, for pose (the mesh alone would call most of them upright)."""
+    accepted, upside_down_reasons = [], []
+    for row in labels(DATA):
+        if row["expected"] != "pass":
+            continue
+        pixels = cv2.imread(str(DATA / row["file"]))
+        for turn in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE):
+            report = checker.check_bytes(cv2.imencode(".png", cv2.rotate(pixels, turn))[1].tobytes(), row["file"])
+            if report.ok:
+                accepted.append(f"{row['file']} turned {turn}")
+            elif turn == cv2.ROTATE_180:
+                upside_down_reasons.append(report.errors[0].code)
+    assert not accepted, accepted
+    assert upside_down_reasons.count("pose") >= 2 / 3 * len(upside_down_reasons), upside_down_reasons  # 16 of 21 here
