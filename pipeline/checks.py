@@ -149,10 +149,11 @@ def upside_down(score: float, turned_score: Callable[[], float], so_far: list[Fi
                 cfg: CheckConfig) -> list[Finding]:
     """pose when the face scores higher with the photo turned over than as it is: the angles
     from the mesh miss it, since the mesh fits an upside-down face as if it were upright.
-    `turned_score` is asked only when the answer can matter: not after an error that comes
-    before pose, nor on a dark face, on which the detector's scores are erratic."""
-    if any(f.severity == "error" and (ORDER.index(f.code) < ORDER.index("pose") or f.code == "dark")
-           for f in so_far):
+    `turned_score` is asked only when the answer can matter: not for a face scoring as only
+    upright faces do, not after an error that comes before pose, nor on a dark face (on which
+    the detector's scores are erratic)."""
+    if score >= cfg.upright_min_score or any(
+            f.severity == "error" and (ORDER.index(f.code) < ORDER.index("pose") or f.code == "dark") for f in so_far):
         return []
     turned = turned_score()
     if turned - score <= cfg.max_turned_score_gain:
