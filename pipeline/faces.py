@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .boxes import iou
+from .boxes import covered, iou
 from .config import DETECTOR_MIN_SCORE, LANDMARK_CROP_SCALE, LANDMARK_INPUT
 from .ingest import LoadedImage
 from .modelfiles import model_path
@@ -31,6 +31,9 @@ MESH_MODEL = "face_landmark.tflite"
 DETECT_PADDING = 0.25
 #: Two detections from different passes are the same face from this overlap (IoU).
 SAME_FACE_IOU = 0.3
+#: A weaker detection with this share of its box inside a stronger one is a second, shifted
+#: box of the same face (the detector gives some for faces in profile), not another face.
+SAME_FACE_COVER = 0.5
 
 # Mesh indices (MediaPipe canonical face mesh).
 MESH_RIGHT_EYE_OUTER, MESH_LEFT_EYE_OUTER = 33, 263
@@ -130,7 +133,8 @@ class FaceFinder:
             return list(self._detector.detect(image).detections)
 
     def detect(self, image: LoadedImage) -> list[Face]:
-        """Every face scoring at least the detector floor, best score first.
+        """Every face scoring at least the detector floor, best score first, without the
+        extra boxes the detector sometimes puts on a face it already boxed.
 
         Runs twice: on the photo, and on the photo inside a black margin of DETECT_PADDING
         (the close-up fix of FaceFusion and insightface users). The padded pass finds faces
@@ -156,7 +160,11 @@ class FaceFinder:
                     and wide.xyxy[3] <= image.info.height
                 best = face if inside else wide
                 merged[match] = Face(best.xyxy, max(face.score, wide.score), best.keypoints)
-        return sorted(merged, key=lambda f: -f.score)
+        faces: list[Face] = []
+        for face in sorted(merged, key=lambda f: -f.score):
+            if all(covered(face.xyxy, stronger.xyxy) < SAME_FACE_COVER for stronger in faces):
+                faces.append(face)
+        return faces
 
     def score_turned(self, image: LoadedImage, face: Face) -> float:
         """The detector's score for `face` with the photo turned by 180 degrees (0.0 when it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cv2
 import pytest
-from conftest import DATA, DATA34, labels
+from conftest import DATA, DATA34, SAMPLES, labels
 
 from pipeline.boxes import iou
 
@@ -107,3 +107,10 @@ def test_passes_turned_sideways_or_upside_down_are_rejected(checker):
                 upside_down_reasons.append(report.errors[0].code)
     assert not accepted, accepted
     assert upside_down_reasons.count("pose") >= 2 / 3 * len(upside_down_reasons), upside_down_reasons  # 16 of 21 here
+
+
+def test_a_second_box_on_the_same_face_is_not_a_second_face(checker):
+    """The detector puts a weaker, shifted box on the cameraman's face in profile; the mesh
+    believes it (it is a face), but it is the same face: one face, rejected for its pose."""
+    report = checker.check(SAMPLES / "cameraman.png")
+    assert len(report.faces) == 1 and [f.code for f in report.errors] == ["pose"], report.errors
