@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/detectors.py
 	$(BIN)/python bench/hips.py
+	$(BIN)/python bench/derived.py
 	$(BIN)/python bench/speed.py
 
 # Rebuild models/ from the mediapipe 0.10.21 wheel on PyPI and check the hashes.

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,9 +30,9 @@ from pipeline import Checker  # noqa: E402
 from pipeline.config import DEFAULT_CONFIG  # noqa: E402
 
 
-def haar_verdict(path: Path, cascade: cv2.CascadeClassifier) -> str:
+def haar_verdict(image: np.ndarray | None, cascade: cv2.CascadeClassifier) -> str:
+    """The baseline's first reason for a decoded photo (None: cv2 could not read it)."""
     cfg = DEFAULT_CONFIG
-    image = cv2.imread(str(path))
     if image is None:
         return "unreadable"
     h, w = image.shape[:2]
@@ -92,7 +93,7 @@ def main() -> int:
                 elapsed += time.perf_counter() - t0
                 ours.append((truth, report.errors[0].code if report.errors else "pass"))
                 if ratio == "1:1":
-                    base.append((truth, haar_verdict(folder / row["file"], cascade)))
+                    base.append((truth, haar_verdict(cv2.imread(str(folder / row["file"])), cascade)))
             for name, rows in (("emo-prep", ours), ("Haar baseline", base)):
                 if not rows:
                     continue
