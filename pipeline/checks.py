@@ -60,6 +60,12 @@ def image_size(info: ImageInfo, cfg: CheckConfig) -> list[Finding]:
     return out
 
 
+def counts_as_face(score: float, presence: Callable[[], float], cfg: CheckConfig) -> bool:
+    """A detection is a face from min_face_score; a weaker one when the mesh model confirms
+    it (crowds, tiny and cut-off faces score low). `presence` is asked only then."""
+    return score >= cfg.min_face_score or presence() >= cfg.confirm_mesh_presence
+
+
 def face_count(detected: list[Face], faces: list[Face], primary: Face | None, cfg: CheckConfig) -> list[Finding]:
     """no_face when no detection counts as a face; multiple_faces for a second face of real
     size. `detected` is every detection, `faces` those that count (see `counts_as_face`)."""
@@ -171,12 +177,6 @@ def faint_face(score: float, so_far: list[Finding], cfg: CheckConfig) -> list[Fi
     return [Finding("no_face", "error", f"the face is only faintly detected (score {score:.2f}, "
                     f"{cfg.min_face_score:g} needed): turned, rotated, covered or not a real face?",
                     score, cfg.min_face_score)]
-
-
-def counts_as_face(score: float, presence: Callable[[], float], cfg: CheckConfig) -> bool:
-    """A detection is a face from min_face_score; a weaker one when the mesh model confirms
-    it (crowds, tiny and cut-off faces score low). `presence` is asked only then."""
-    return score >= cfg.min_face_score or presence() >= cfg.confirm_mesh_presence
 
 
 #: Errors that also lower a real face's presence score (part of the face missing, pose, blur,
