@@ -27,12 +27,12 @@ from results import write_section  # noqa: E402  (bench/results.py)
 
 from pipeline import checks  # noqa: E402
 from pipeline.body import ROI_DROP_FACES, ROI_FACES, BodyFinder  # noqa: E402
-from pipeline.config import DEFAULT_CONFIG  # noqa: E402
+from pipeline.config import DEFAULT_CONFIG, CheckConfig  # noqa: E402
 from pipeline.faces import FaceFinder, primary_index  # noqa: E402
 from pipeline.ingest import decode_image  # noqa: E402
 
 CUTS = (-0.8, -0.4, -0.1, 0.2, 0.5, 0.8, 1.2)
-BASELINE = {"roi": (7.0, 2.2), "config": DEFAULT_CONFIG.__class__(hip_margin_faces=1.8, hip_min_visibility=0.0)}
+BASELINE = {"roi": (7.0, 2.2), "config": CheckConfig(hip_margin_faces=1.8, hip_min_visibility=0.0)}
 
 
 def main() -> None:

@@ -327,6 +327,17 @@ class _Core:
             raise self._no_answer(call, failure) from failure
         return delay
 
+    def _after_download_failure(self, call: _Call, attempt: int, exc: Exception) -> float:
+        """Seconds before fetching a result again (a GET, safe to repeat); raises the typed
+        error when it must not be."""
+        status = exc.status_code if isinstance(exc, APIStatusError) else None
+        delay = self._decide(call, attempt, status, True, None)
+        if delay is not None:
+            return delay
+        if isinstance(exc, httpx.TransportError):
+            raise self._no_answer(call, exc) from exc
+        raise exc
+
     def _no_answer(self, call: _Call, exc: httpx.TransportError) -> APIError:
         kind = APITimeoutError if isinstance(exc, httpx.TimeoutException) else APIConnectionError
         return kind(f"{call.what}: no answer from {_host(call.url)} ({type(exc).__name__})")
@@ -556,12 +567,7 @@ class EmoClient(_Core):
                         sink.abort()
                         raise
             except (httpx.TransportError, APIConnectionError, ServerError) as exc:
-                status = exc.status_code if isinstance(exc, APIStatusError) else None
-                delay = self._decide(call, attempt, status, True, None)
-                if delay is None:
-                    if isinstance(exc, httpx.TransportError):
-                        raise self._no_answer(call, exc) from exc
-                    raise
+                delay = self._after_download_failure(call, attempt, exc)
             self._sleep(delay)
             attempt += 1
 
@@ -693,12 +699,7 @@ class AsyncEmoClient(_Core):
                         sink.abort()
                         raise
             except (httpx.TransportError, APIConnectionError, ServerError) as exc:
-                status = exc.status_code if isinstance(exc, APIStatusError) else None
-                delay = self._decide(call, attempt, status, True, None)
-                if delay is None:
-                    if isinstance(exc, httpx.TransportError):
-                        raise self._no_answer(call, exc) from exc
-                    raise
+                delay = self._after_download_failure(call, attempt, exc)
             await asyncio.sleep(delay)
             attempt += 1
 

@@ -4,10 +4,13 @@ retries, a dropped submit, and the key kept out of every output."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import socket
 import subprocess
+import threading
+from collections import Counter
 
 import av
 import httpx
@@ -273,6 +276,56 @@ def test_download_of_a_missing_result_leaves_nothing(sandbox, tmp_path):
         with pytest.raises(InvalidRequestError):
             client.download(f"{sandbox.base_url}/results/nope.mp4", tmp_path / "x.mp4")
     assert list(tmp_path.iterdir()) == []
+
+
+class _FlakyResults(http.server.BaseHTTPRequestHandler):
+    """A result host that answers 500 to the first request for each path, and always to /broken."""
+
+    hits: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server naming)
+        first = self.path not in self.hits
+        self.hits.append(self.path)
+        if self.path == "/broken.mp4" or first:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"\0" * 4096
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_downloads_retry_a_server_error_then_give_up_leaving_nothing(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyResults)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    policy = RetryPolicy(max_retries=2, initial_s=0.01, max_s=0.01)
+    try:
+        with EmoClient(api_key=KEY, base_url=base, retry=policy) as client:
+            assert client.download(f"{base}/sync.mp4", tmp_path / "sync.mp4").stat().st_size == 4096
+            with pytest.raises(ServerError):
+                client.download(f"{base}/broken.mp4", tmp_path / "broken-sync.mp4")
+
+        async def run():
+            async with AsyncEmoClient(api_key=KEY, base_url=base, retry=policy) as client:
+                done = await client.download(f"{base}/async.mp4", tmp_path / "async.mp4")
+                with pytest.raises(ServerError):
+                    await client.download(f"{base}/broken.mp4", tmp_path / "broken-async.mp4")
+                return done
+
+        assert asyncio.run(run()).stat().st_size == 4096
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["async.mp4", "sync.mp4"]
+    # one retry after the first 500 for each good file; 1 + max_retries tries for the broken one
+    assert Counter(_FlakyResults.hits) == {"/sync.mp4": 2, "/async.mp4": 2, "/broken.mp4": 6}
 
 
 def test_closed_client_refuses_work(sandbox):
