@@ -17,14 +17,15 @@ from .config import CheckConfig
 from .faces import Face, HeadPose
 from .findings import Finding
 from .ingest import ImageInfo
+from .occlusion import Coverage
 
-__all__ = ["ORDER", "image_size", "counts_as_face", "face_count", "face_size", "face_cut_off", "pose",
+__all__ = ["ORDER", "image_size", "counts_as_face", "face_count", "face_size", "face_cut_off", "face_occluded", "pose",
            "upside_down", "blur", "exposure", "body_cut_off", "face_presence", "faint_face", "face_sharpness",
            "face_luma", "ext_fit"]
 
 #: Precedence of the codes: a photo's first error is its reason (labels' README order).
 ORDER = ("unreadable", "unsupported_format", "image_too_small", "image_too_large", "no_face",
-         "multiple_faces", "face_too_small", "face_too_large", "face_cut_off", "pose", "blur",
+         "multiple_faces", "face_too_small", "face_too_large", "face_cut_off", "face_occluded", "pose", "blur",
          "dark", "overexposed", "body_cut_off")
 #: Side of the face crop on which sharpness is measured, so the score does not depend on
 #: the photo's resolution.
@@ -130,6 +131,52 @@ def face_cut_off(face: Face, info: ImageInfo, cfg: CheckConfig) -> list[Finding]
         return [Finding("face_cut_off", "warning",
                         f"the face touches the border ({share:.0%} outside)", share, cfg.warn_face_cut_off_share)]
     return []
+
+
+def face_occluded(coverage: Callable[[], Coverage], hand_presence: Callable[[Coverage], float],
+                  so_far: list[Finding], cfg: CheckConfig) -> list[Finding]:
+    """Mouth, nose or eyes covered (mask, scarf, hand, sunglasses, hair over an eye).
+
+    Judged only on a face with no error yet but the 3:4 body's (which comes later in ORDER
+    and does not touch the face): a turned, blurred, dark, cut-off or doubtful face moves the
+    measurements and already has its reason; `coverage` is measured only then.
+    `hand_presence` (a model run) is asked only when the pixels alone do not already show
+    the mouth covered.
+    """
+    if any(f.severity == "error" and f.code != "body_cut_off" for f in so_far):
+        return []
+    cov = coverage()
+    covered: list[str] = []
+    causes: list[str] = []
+    deciding: list[tuple[str, float, float]] = []  # (what, value, limit) for the message
+    hidden = [name for name, contrast in cov.eye_contrast.items() if contrast < cfg.min_eye_contrast]
+    if hidden:
+        covered += hidden
+        causes.append("sunglasses" if len(hidden) == 2 else "eye")
+        worst = min(cov.eye_contrast[name] for name in hidden)
+        deciding.append((f"{' and '.join(n.replace('_', ' ') for n in hidden)} contrast", worst, cfg.min_eye_contrast))
+    lips_cold = cov.lips_warmth is not None and cov.lips_warmth < cfg.min_cover_warmth
+    if lips_cold or cov.mouth_contrast < cfg.min_mouth_contrast:
+        nose_cold = cov.nose_warmth is not None and cov.nose_warmth < cfg.min_cover_warmth
+        covered += ["nose", "mouth"] if nose_cold else ["mouth"]
+        causes.append("mask" if nose_cold else "cover")
+        if lips_cold:
+            deciding.append(("lips warmth against the skin", cov.lips_warmth, cfg.min_cover_warmth))
+        else:
+            deciding.append(("mouth contrast", cov.mouth_contrast, cfg.min_mouth_contrast))
+    else:
+        hand = hand_presence(cov)
+        if hand > cfg.max_hand_presence:
+            covered.append("mouth")
+            causes.append("hand")
+            deciding.append(("hand presence over the mouth", hand, cfg.max_hand_presence))
+    if not covered:
+        return []
+    what, value, limit = deciding[0]
+    return [Finding("face_occluded", "error",
+                    f"the {', '.join(p.replace('_', ' ') for p in covered)} look{'s' if len(covered) == 1 else ''} "
+                    f"covered ({what} {value:.2f}, limit {limit:g})", value, limit,
+                    covered=tuple(covered), causes=tuple(causes))]
 
 
 def pose(head: HeadPose, cfg: CheckConfig) -> list[Finding]:

@@ -82,6 +82,12 @@ DETECTOR_MIN_SCORE = 0.3
 LANDMARK_CROP_SCALE = 1.5
 #: Input side of the pose landmark model used for the 3:4 body check.
 POSE_INPUT = 256
+#: Input side of the hand landmark model (face_occluded: a hand over the mouth).
+HAND_INPUT = 224
+#: Where a hand over the mouth is looked for: a square of this many face sides, centred this
+#: many face sides below the mouth (a hand over the mouth reaches past the chin). Tried on
+#: the dev photos: 1.4 F on the mouth missed the hand (0.13), 2.0 F 0.2 F lower found it (0.98).
+HAND_CROP_FACES, HAND_CROP_DROP = 2.0, 0.2
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,19 @@ class CheckConfig:
     # a detection scoring under min_face_score counts when its mesh presence reaches this: on
     # the dev photos such detections reach 0.89-1.00 on real faces, at most 0.60 elsewhere.
     confirm_mesh_presence: float = 0.8
+    # face_occluded (measured in occlusion.py; bench/occlusion.py has the figures). Warmth of
+    # the lips and of the nose against the person's own skin: dev passes measure 0.62+ (lips,
+    # beards and dark skin included) and 0.73+ (nose), masks 0.10 or less; the middle of the
+    # gap leaves room for washed-out and low-saturation photos.
+    min_cover_warmth: float = 0.35
+    # ... and the spread inside the lip outline over the face's: passes 0.49+, plain masks
+    # 0.04-0.47 (this catches a skin-coloured mask, 0.13, that warmth cannot).
+    min_mouth_contrast: float = 0.3
+    # hand-presence score around the mouth: dev passes 0.03 or less, a hand over the mouth 0.98.
+    max_hand_presence: float = 0.5
+    # an eye is hidden when the spread inside its outline (sclera, iris, lashes) falls below
+    # this share of the skin's brightness: dev passes 0.42+, an opaque lens or patch ~0.
+    min_eye_contrast: float = 0.2
     # 3:4: the lower hip must lie this many face sides above the bottom edge (the middle of the
     # dev gap: half-body passes measure 1.02+, frames cut at the waist -0.30 or less) ...
     hip_margin_faces: float = 0.35

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["CodeInfo", "CODES", "Finding", "Severity", "Verdict"]
+__all__ = ["CodeInfo", "CODES", "COVER_HINTS", "Finding", "Severity", "Verdict"]
 
 Severity = Literal["error", "warning"]
 
@@ -60,6 +60,10 @@ CODES: dict[str, CodeInfo] = {
         "InvalidFile.FullFace",
         "The face touches the edge of the photo; frame the whole face with some space around it.",
         "人脸被画面边缘截断，请让整张脸完整出现在画面中并留出空间。"),
+    "face_occluded": CodeInfo(
+        "InvalidFile.FullFace",
+        "Uncover the face: the eyes, nose and mouth must all be visible.",
+        "请露出完整的脸：眼睛、鼻子和嘴巴都必须清晰可见。"),
     "pose": CodeInfo(
         "InvalidFile.FacePose",
         "Face the camera with the head upright and look straight ahead.",
@@ -107,6 +111,20 @@ CODES: dict[str, CodeInfo] = {
         "音频几乎无声：请录制清晰响亮、无背景音乐的人声。"),
 }
 
+#: face_occluded: what covers the face -> the hint (English, Chinese) saying what to change.
+COVER_HINTS: dict[str, tuple[str, str]] = {
+    "mask": ("Take off the face mask: the nose and the mouth must be visible.",
+             "请摘下口罩：鼻子和嘴巴必须露出来。"),
+    "cover": ("Uncover the mouth: take away the scarf, mask or object in front of the lips.",
+              "请露出嘴巴：拿开嘴前的围巾、口罩或物品。"),
+    "hand": ("Move the hand away from the face: the mouth must be visible.",
+             "请把手从脸前拿开：嘴巴必须露出来。"),
+    "sunglasses": ("Take off the sunglasses: both eyes must be visible.",
+                   "请摘下墨镜：双眼必须清晰可见。"),
+    "eye": ("Both eyes must be visible: move hair, hands or objects away from the eye.",
+            "双眼都必须可见：请拨开遮住眼睛的头发、手或物品。"),
+}
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -117,26 +135,41 @@ class Finding:
     message: str
     value: float | None = None
     limit: float | None = None
+    covered: tuple[str, ...] = ()
+    """face_occluded: the parts covered ("nose", "mouth", "right_eye", "left_eye")."""
+    causes: tuple[str, ...] = ()
+    """face_occluded: what covers them, keys of COVER_HINTS; the hint says what to change."""
 
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"Finding.code: expected one of {sorted(CODES)}, got {self.code!r}")
+        unknown = [c for c in self.causes if c not in COVER_HINTS]
+        if unknown:
+            raise ValueError(f"Finding.causes: expected keys of {sorted(COVER_HINTS)}, got {unknown}")
+
+    def _hints(self) -> tuple[str, str]:
+        if not self.causes:
+            return CODES[self.code].hint, CODES[self.code].hint_zh
+        return (" ".join(COVER_HINTS[c][0] for c in self.causes), "".join(COVER_HINTS[c][1] for c in self.causes))
 
     @property
     def hint(self) -> str:
-        return CODES[self.code].hint
+        return self._hints()[0]
 
     @property
     def api_code(self) -> str:
         return CODES[self.code].api_code
 
     def to_dict(self) -> dict[str, Any]:
-        info = CODES[self.code]
-        return {"code": self.code, "severity": self.severity,
-                "value": None if self.value is None else round(float(self.value), 3),
-                "limit": None if self.limit is None else round(float(self.limit), 3),
-                "message": self.message, "hint": info.hint, "hint_zh": info.hint_zh,
-                "api_code": info.api_code}
+        hint, hint_zh = self._hints()
+        out = {"code": self.code, "severity": self.severity,
+               "value": None if self.value is None else round(float(self.value), 3),
+               "limit": None if self.limit is None else round(float(self.limit), 3),
+               "message": self.message, "hint": hint, "hint_zh": hint_zh,
+               "api_code": CODES[self.code].api_code}
+        if self.covered:
+            out["covered"] = list(self.covered)
+        return out
 
 
 class Verdict:

@@ -17,12 +17,14 @@ import numpy as np
 from . import checks
 from .body import BodyFinder
 from .boxes import XYXY
-from .config import DEFAULT_CONFIG, RATIOS, CheckConfig
+from .config import DEFAULT_CONFIG, HAND_CROP_DROP, HAND_CROP_FACES, RATIOS, CheckConfig
 from .errors import InputError, UsageError
 from .faces import Face, FaceFinder, HeadPose, Mesh, head_pose, primary_index
 from .findings import Finding, Verdict
 from .geometry import crop_box, face_box
+from .hands import HandFinder
 from .ingest import ImageInfo, LoadedImage, decode_image, read_source
+from .occlusion import Coverage, measure_coverage
 
 __all__ = ["Report", "Checker", "check"]
 
@@ -77,13 +79,14 @@ def _failed(source: str, ratio: str, exc: InputError) -> Report:
 
 
 class Checker:
-    """Runs the whole check on photos; models load once, on creation (3:4 body model on
-    first use). Use as a context manager or call `close()`."""
+    """Runs the whole check on photos; models load once, on creation (the 3:4 body model and
+    the hand model on first use). Use as a context manager or call `close()`."""
 
     def __init__(self, config: CheckConfig | None = None) -> None:
         self.config = config or DEFAULT_CONFIG
         self._faces: FaceFinder | None = FaceFinder()
         self._body: BodyFinder | None = None
+        self._hands: HandFinder | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Checker:
@@ -100,6 +103,9 @@ class Checker:
         if self._body is not None:
             self._body.close()
             self._body = None
+        if self._hands is not None:
+            self._hands.close()
+            self._hands = None
 
     def _finder(self) -> FaceFinder:
         if self._faces is None:
@@ -166,9 +172,19 @@ class Checker:
             if self._body is None:
                 self._body = BodyFinder()
             findings += checks.body_cut_off(self._body.hips(image, primary), primary, info, cfg)
+        findings += checks.face_occluded(lambda: measure_coverage(image, mesh),
+                                         lambda cov: self._hand_presence(image, cov), findings, cfg)
         findings += checks.faint_face(primary.score, findings, cfg)
         return Report(image.source, ratio, info, _sorted(findings), face_bbox=face_box(primary.xyxy, size),
                       ext_bbox=ext, faces=report_faces, pose=head, fixes=image.fixes, loaded=image)
+
+    def _hand_presence(self, image: LoadedImage, cov: Coverage) -> float:
+        """The hand model's score on a square below the mouth (HAND_CROP_* in config)."""
+        if self._hands is None:
+            self._hands = HandFinder()
+        side = HAND_CROP_FACES * cov.face_side
+        centre = (cov.mouth_xy[0], cov.mouth_xy[1] + HAND_CROP_DROP * cov.face_side)
+        return self._hands.presence(image, centre, side)
 
 
 def _check_ratio(ratio: str) -> None:
