@@ -1,6 +1,6 @@
 """Per-class confusion on the labelled dev photos: emo-prep beside a Haar-cascade baseline.
 
-    .venv/bin/python bench/accuracy.py [--data ../shared/data]
+    .venv/bin/python bench/accuracy.py [--data ../shared/data] [--data34 ...] [--data2 ...]
 
 The baseline is what a developer writes in ten minutes with OpenCV alone: full-resolution
 cv2.imread, the frontal-face Haar cascade shipped in cv2.data, the same size rules
@@ -75,11 +75,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--data34", default=str(ROOT.parent / "shared" / "data34"))
+    ap.add_argument("--data2", default=str(ROOT.parent / "shared" / "data2"))
     args = ap.parse_args()
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     sections = []
     with Checker() as checker:
-        for folder, ratio in ((Path(args.data), "1:1"), (Path(args.data), "3:4"), (Path(args.data34), "3:4")):
+        for folder, ratio in ((Path(args.data), "1:1"), (Path(args.data), "3:4"), (Path(args.data34), "3:4"),
+                              (Path(args.data2), "1:1"), (Path(args.data2), "3:4")):
             labels = [json.loads(line) for line in (folder / "labels.jsonl").read_text().splitlines() if line]
             ours, base = [], []
             elapsed = 0.0

@@ -21,7 +21,7 @@ from .occlusion import Coverage
 
 __all__ = ["ORDER", "image_size", "counts_as_face", "face_count", "face_size", "face_cut_off", "face_occluded", "pose",
            "upside_down", "blur", "exposure", "body_cut_off", "face_presence", "faint_face", "face_sharpness",
-           "face_luma", "ext_fit"]
+           "face_luma", "face_highlights", "ext_fit"]
 
 #: Precedence of the codes: a photo's first error is its reason (labels' README order).
 ORDER = ("unreadable", "unsupported_format", "image_too_small", "image_too_large", "no_face",
@@ -261,13 +261,21 @@ def face_luma(gray_face: np.ndarray) -> float:
     return float(gray_face.mean())
 
 
+def face_highlights(gray_face: np.ndarray) -> float:
+    """90th percentile grey level (0-255) of the face region: its lit skin, eye whites and
+    highlights. A well-lit face of any skin tone has them; an underexposed one does not."""
+    return float(np.percentile(gray_face, 90))
+
+
 def blur(sharpness: float, cfg: CheckConfig) -> list[Finding]:
     return _graded("blur", sharpness, cfg.min_sharpness, cfg.warn_sharpness, False, "face sharpness")
 
 
-def exposure(luma: float, cfg: CheckConfig) -> list[Finding]:
-    """dark below the floor, overexposed above the ceiling (the face's mean grey level)."""
-    return (_graded("dark", luma, cfg.min_face_luma, cfg.warn_face_luma, False, "face brightness")
+def exposure(highlights: float, luma: float, cfg: CheckConfig) -> list[Finding]:
+    """dark when even the face's bright parts are dim (its 90th percentile: a mean would hold
+    darker skin to a stricter rule), overexposed when the face as a whole (its mean) is white."""
+    return (_graded("dark", highlights, cfg.min_face_highlights, cfg.warn_face_highlights, False,
+                    "brightness of the face's lit parts")
             or _graded("overexposed", luma, cfg.max_face_luma, cfg.warn_max_face_luma, True, "face brightness"))
 
 

@@ -138,9 +138,11 @@ class CheckConfig:
     # (checks.face_sharpness). Dev passes measure 108 and up, blurred faces 3-36.
     min_sharpness: float = 60.0
     warn_sharpness: float = 90.0
-    # exposure: mean grey level of the face, 0-255. Dev passes 91 and up, dark ones 13-15.
-    min_face_luma: float = 35.0
-    warn_face_luma: float = 55.0
+    # dark: the face's 90th-percentile grey level (0-255). Dev passes 116 and up, dark ones 7-20;
+    # a mean (passes 69+, dark 4-15) rejects darker skin sooner in dim light (bench/fairness.py).
+    min_face_highlights: float = 45.0
+    warn_face_highlights: float = 70.0
+    # overexposed: mean grey level of the face (a blown-out face is white as a whole).
     max_face_luma: float = 235.0
     warn_max_face_luma: float = 220.0
     # a detection whose mesh presence score is below this is not taken for a face: dev

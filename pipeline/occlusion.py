@@ -93,7 +93,7 @@ def measure_coverage(image: LoadedImage, mesh: Mesh) -> Coverage:
     grey = lab[:, :, 0]
     r = max(2, int(round(_PATCH * side * k)))
 
-    colours = dict(zip(_ALL, _patch_medians(lab, pts[list(_ALL)], r)))
+    colours = dict(zip(_ALL, _patch_medians(lab, pts[list(_ALL)], r), strict=True))
     # skin of every tone has a red-yellow hue (a* > 0, b* > 0): a blue mask's edge or a printed
     # pattern is not taken for skin, however saturated
     skin_hued = [c for c in (colours[i] for i in _SKIN) if c[1] > 128.0 and c[2] > 128.0]
@@ -127,7 +127,7 @@ def _patch_medians(lab: np.ndarray, xy: np.ndarray, r: int) -> np.ndarray:
         return np.repeat(np.median(lab.reshape(-1, 3), axis=0)[None], len(xy), axis=0)
     x0 = np.clip(np.round(xy[:, 0]).astype(int) - r, 0, w - s)
     y0 = np.clip(np.round(xy[:, 1]).astype(int) - r, 0, h - s)
-    squares = np.stack([lab[y:y + s, x:x + s] for x, y in zip(x0, y0)])
+    squares = np.stack([lab[y:y + s, x:x + s] for x, y in zip(x0, y0, strict=True)])
     return np.median(squares.reshape(len(xy), -1, 3), axis=1)
 
 

@@ -165,7 +165,7 @@ class Checker:
         findings += checks.pose(head, cfg)
         gray = _face_gray(image, mesh)
         findings += checks.blur(checks.face_sharpness(gray), cfg)
-        findings += checks.exposure(checks.face_luma(gray), cfg)
+        findings += checks.exposure(checks.face_highlights(gray), checks.face_luma(gray), cfg)
         findings += checks.upside_down(primary.score, lambda: finder.score_turned(image, primary), findings, cfg)
         findings += checks.face_presence(mesh.presence, findings, cfg)
         if ratio == "3:4":
