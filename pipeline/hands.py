@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .config import HAND_INPUT
+from .config import HAND_INPUT, HAND_THREADS
 from .ingest import LoadedImage
 from .modelfiles import model_path
 from .nativelog import quiet_native_stderr
@@ -28,7 +28,7 @@ class HandFinder:
         with quiet_native_stderr():
             from ai_edge_litert.interpreter import Interpreter
 
-            self._net = Interpreter(model_path=model_path(HAND_MODEL), num_threads=1)
+            self._net = Interpreter(model_path=model_path(HAND_MODEL), num_threads=HAND_THREADS)
             self._net.allocate_tensors()
             self._in = self._net.get_input_details()[0]["index"]
             self._presence = {o["name"]: o["index"] for o in self._net.get_output_details()}["Identity_1"]
