@@ -133,9 +133,24 @@ def main() -> int:
     groups = ["| data2 passes by group | passed (whole check, 1:1) |", "|---|---|"] + [
         f"| {k} | {sum(v)}/{len(v)} |" for k, v in sorted(by_group.items())]
     missed = [f"{r[0]['file']}" for r in rows if r[1] and not r[3]]
+    categories = ["| data2 category | photos | verdict right (1:1) | reason as labelled |", "|---|---|---|---|"]
+    with Checker() as checker:
+        by_category: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+        for line in (SHARED / "data2" / "labels.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            report = checker.check(SHARED / "data2" / row["file"])
+            first = report.errors[0].code if report.errors else None
+            by_category[row["category"]].append(((row["expected"] == "pass") == report.ok,
+                                                 first == row["reject_reason"]))
+    names = {"A": "A covered faces", "B": "B controls (glasses, hat)", "C": "C fairness passes",
+             "D": "D hard conditions (night)"}
+    for key, results in sorted(by_category.items()):
+        categories.append(f"| {names.get(key, key)} | {len(results)} | {sum(v for v, _ in results)}/{len(results)} "
+                          f"| {sum(r for _, r in results)}/{len(results)} |")
     body = ("## Covered faces (bench/occlusion.py)\n\n"
             "Command: `.venv/bin/python bench/occlusion.py`; the 20 covered faces of data2/ and every "
             "labelled pass of data/, data34/, data2/ (1:1).\n\n" + "\n".join(table) + "\n\n"
+            + "\n".join(categories) + "\n\n"
             + (f"Not caught by emo-prep: {', '.join(missed)} (see the notes).\n\n" if missed else "")
             + "\n".join(groups) + "\n\n"
             f"Cost: the measurement plus the hand model (run here on every face; `check` runs it only when "

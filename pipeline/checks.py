@@ -149,12 +149,21 @@ def face_occluded(coverage: Callable[[], Coverage], hand_presence: Callable[[Cov
     covered: list[str] = []
     causes: list[str] = []
     deciding: list[tuple[str, float, float]] = []  # (what, value, limit) for the message
-    hidden = [name for name, contrast in cov.eye_contrast.items() if contrast < cfg.min_eye_contrast]
+    def behind_lens(warmth: float | None, lightness: float) -> bool:
+        return warmth is not None and warmth < cfg.min_cover_warmth and lightness < cfg.max_lens_lightness
+
+    hidden = [name for name, contrast in cov.eye_contrast.items()
+              if contrast < cfg.min_eye_contrast or behind_lens(*cov.below_eye[name])]
     if hidden:
         covered += hidden
         causes.append("sunglasses" if len(hidden) == 2 else "eye")
-        worst = min(cov.eye_contrast[name] for name in hidden)
-        deciding.append((f"{' and '.join(n.replace('_', ' ') for n in hidden)} contrast", worst, cfg.min_eye_contrast))
+        eyes = " and ".join(n.replace("_", " ") for n in hidden)
+        flat = [cov.eye_contrast[n] for n in hidden if cov.eye_contrast[n] < cfg.min_eye_contrast]
+        if flat:
+            deciding.append((f"{eyes} contrast", min(flat), cfg.min_eye_contrast))
+        else:
+            dark = min(cov.below_eye[n][1] for n in hidden)
+            deciding.append((f"lightness below the {eyes}, as behind a dark lens,", dark, cfg.max_lens_lightness))
     lips_cold = cov.lips_warmth is not None and cov.lips_warmth < cfg.min_cover_warmth
     if lips_cold or cov.mouth_contrast < cfg.min_mouth_contrast:
         nose_cold = cov.nose_warmth is not None and cov.nose_warmth < cfg.min_cover_warmth

@@ -167,6 +167,10 @@ class CheckConfig:
     # an eye is hidden when the spread inside its outline (sclera, iris, lashes) falls below
     # this share of the skin's brightness: dev passes 0.42+, an opaque lens or patch ~0.
     min_eye_contrast: float = 0.2
+    # ... or when the skin just below it is cold (warmth < min_cover_warmth) and darker than this
+    # share of the skin's lightness, as behind a dark lens: sunglasses on dv2_002 0.01-0.04,
+    # dev passes 0.43+ (a face half in shadow).
+    max_lens_lightness: float = 0.25
     # 3:4: the lower hip must lie this many face sides above the bottom edge (the middle of the
     # dev gap: half-body passes measure 1.02+, frames cut at the waist -0.30 or less) ...
     hip_margin_faces: float = 0.35

@@ -12,7 +12,8 @@ where to look, never whether the part is visible. What is measured there:
   face. A visible mouth has the line between the lips, teeth, the lip border; a plain mask
   has none of them, whatever its colour.
 - eye contrast: spread inside each eye outline (sclera against iris and lashes) relative
-  to the skin's brightness; a dark lens or a covering flattens it.
+  to the skin's brightness; a covering flattens it. A dark lens may not (its reflections),
+  but it also hides the skin just below the eye: neither warm nor bright there.
 
 All are ratios of the face to itself, so skin tone and exposure cancel out.
 """
@@ -42,7 +43,10 @@ _LIP_OUTLINE = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269
 #: The eye outlines (the person's right eye is on the image's left).
 _EYES = {"right_eye": (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
          "left_eye": (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)}
-_ALL = tuple(dict.fromkeys(_SKIN + _NOSE + _LIPS))
+#: The skin just below each eye, which a sunglass lens hides with the eye (the lens's
+#: reflections can give the eye outline itself plenty of contrast).
+_BELOW_EYES = {"right_eye": (228, 229, 230, 231, 22, 23, 24), "left_eye": (448, 449, 450, 451, 252, 253, 254)}
+_ALL = tuple(dict.fromkeys(_SKIN + _NOSE + _LIPS + sum(_BELOW_EYES.values(), ())))
 #: The skin reference is the median of this many warmest upper-face patches: a mask's top
 #: edge, a hat or a fringe cover fewer than the others, and one rosy patch does not set it.
 _SKIN_REF_COUNT = 4
@@ -70,6 +74,8 @@ class Coverage:
     eye_contrast: dict[str, float]
     """By "right_eye" / "left_eye" (the person's own sides): grey-level spread (90th - 10th
     percentile) inside the eye outline over the skin's brightness."""
+    below_eye: dict[str, tuple[float | None, float]]
+    """By eye: (warmth, lightness as a share of the skin's) of the skin just below it."""
     mouth_xy: tuple[float, float]
     """Centre of the mouth in displayed pixels (where a hand would be looked for)."""
     face_side: float
@@ -105,6 +111,9 @@ def measure_coverage(image: LoadedImage, mesh: Mesh) -> Coverage:
     def warmth(indices: tuple[int, ...]) -> float | None:
         return float(np.median([_warmth(colours[i], ref) for i in indices])) if usable else None
 
+    def lightness(indices: tuple[int, ...]) -> float:
+        return float(np.median([colours[i][0] for i in indices])) / max(float(ref[0]), 1.0)
+
     face_spread = _spread_in(grey, cv2.convexHull(pts.astype(np.int32)))
     lips_spread = _spread_in(grey, pts[list(_LIP_OUTLINE)].astype(np.int32))
     skin_l = float(ref[0])
@@ -115,6 +124,7 @@ def measure_coverage(image: LoadedImage, mesh: Mesh) -> Coverage:
         eyes[name] = spread / max(skin_l, 1.0)
     return Coverage(skin_chroma=chroma, nose_warmth=warmth(_NOSE), lips_warmth=warmth(_LIPS),
                     mouth_contrast=lips_spread / max(face_spread, 1.0), eye_contrast=eyes,
+                    below_eye={name: (warmth(idx), lightness(idx)) for name, idx in _BELOW_EYES.items()},
                     mouth_xy=(float(mouth[0]), float(mouth[1])), face_side=side * max(sx, sy))
 
 
