@@ -19,13 +19,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from .config import RATIOS, STYLE_LEVELS, VIDEO_MODEL
 from .findings import Finding
+from .geometry import Geometry, resolve_geometry
 from .ingest import IMAGE_SUFFIXES
 from .ledger import Job, Ledger, job_key
 
@@ -56,6 +57,8 @@ class BatchOptions:
     retry_failed: bool = False
     force: bool = False
     poll_interval_s: float = 2.0
+    geometry: Geometry | str | None = None
+    """The box rules (a Geometry or a geometry file); None: $EMO_PREP_GEOMETRY, else the defaults."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +155,11 @@ def _sha256_of(path: str | None) -> str | None:
 _checker = None
 
 
-def _init_worker() -> None:
+def _init_worker(geometry: Geometry) -> None:
     global _checker
     from .verdict import Checker
 
-    _checker = Checker()
+    _checker = Checker(geometry=geometry)
 
 
 def _check_in_worker(job_id: str, photo: str, ratio: str, thumb_dir: str) -> tuple[str, dict[str, Any], str | None]:
@@ -189,6 +192,7 @@ def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: p
     from .payload import estimate_cost
 
     started = time.monotonic()
+    options = replace(options, geometry=resolve_geometry(options.geometry))  # a bad file stops us here
     out = Path(options.out)
     (out / "thumbs").mkdir(parents=True, exist_ok=True)
     rows = read_rows(options)
@@ -245,7 +249,8 @@ def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[
     bar = _progress(len(work))
     rows_by_key = {key: row for row, key in work}
     workers = max(1, min(options.workers, len(work)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(options.geometry,)) as pool:
         futures = [pool.submit(_check_in_worker, key, row.photo, row.ratio, str(out / "thumbs")) for row, key in work]
         for future in as_completed(futures):
             key, report, thumb = future.result()
@@ -315,7 +320,8 @@ def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[
                 queue.popleft()
                 _pace(sent)
                 try:
-                    task_id = _submit_one(ledger, client, job, AmbiguousSubmitError, APIStatusError, say)
+                    task_id = _submit_one(ledger, client, job, AmbiguousSubmitError, APIStatusError, say,
+                                          options.geometry)
                 except (APIStatusError, InputError, ValueError, OSError) as exc:  # this job only: the photo
                     # changed or vanished since its check, or the service refused an upload or the submit
                     if ledger.job(job.job_id).state != "failed":
@@ -362,14 +368,15 @@ def _upload(ledger: Ledger, client, data: bytes, filename: str) -> str:
     return url
 
 
-def _submit_one(ledger: Ledger, client, job: Job, ambiguous_error, status_error, say) -> str | None:
+def _submit_one(ledger: Ledger, client, job: Job, ambiguous_error, status_error, say,
+                geometry: Geometry) -> str | None:
     from .geometry import boxes_for_upload
     from .ingest import load_image, upload_form
     from .payload import VideoInput, VideoParameters, VideoSynthesisRequest
 
     form = upload_form(load_image(job.photo_path))
     boxes = boxes_for_upload(tuple(job.face_bbox), tuple(job.ext_bbox), form.scale, (form.width, form.height),
-                             job.ratio)
+                             job.ratio, geometry)
     if boxes is None:
         raise ValueError("the downscaled photo leaves no room for the crop box")
     face, ext = (list(b) for b in boxes)

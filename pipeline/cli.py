@@ -17,11 +17,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import RATIOS, STYLE_LEVELS
+from .config import CALIBRATE_SAMPLES, RATIOS, STYLE_LEVELS
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
+
+
+def _geometry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--geometry", metavar="FILE",
+                        help="box rules fitted by `emo-prep calibrate` (default: $EMO_PREP_GEOMETRY, else built in)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="1:1 head portrait (512x512) or 3:4 half body (512x704); default 1:1")
     check.add_argument("--json", action="store_true", help="print one JSON object per photo (JSON lines)")
     check.add_argument("--preview", metavar="DIR", help="write a preview picture per photo into DIR")
+    _geometry_option(check)
     check.set_defaults(run=_cmd_check)
 
     audio = sub.add_parser(
@@ -70,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="check, estimate the cost, print the request; send nothing")
     submit.add_argument("--wait", action="store_true", help="wait for the task and download the video")
     submit.add_argument("-o", "--output", metavar="OUT.mp4", help="where to write the video (default: PHOTO name .mp4)")
+    _geometry_option(submit)
     submit.set_defaults(run=_cmd_submit)
 
     task = sub.add_parser(
@@ -106,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--force", action="store_true", help="submit again even what was already made")
     batch.add_argument("--poll-interval", type=float, default=2.0, metavar="S",
                        help="seconds between task queries (the account allows 20 a second)")
+    _geometry_option(batch)
     batch.set_defaults(run=_cmd_batch)
 
     ledger = sub.add_parser(
@@ -143,7 +151,26 @@ def _parser() -> argparse.ArgumentParser:
                          help="forget tasks S seconds after creation")
     sandbox.add_argument("--detect-reject-status", type=int, choices=[200, 400], default=200,
                          help="answer a face-detect rejection as 200 check_pass=false or 400 InvalidFile.*")
+    sandbox.add_argument("--detect-geometry", metavar="FILE",
+                         help="answer face-detect with these box rules instead of emo-prep's defaults")
     sandbox.set_defaults(run=_cmd_sandbox)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="fit the box geometry to a few paid emo-detect-v1 answers (CNY 0.004 a photo)",
+        description="Check the photos, send up to N that pass to emo-detect-v1 (on a plain canvas when their "
+                    "box would touch an edge), fit the face transform and the ext rule to the answers by least "
+                    "squares, and write the geometry to FILE (merged into FILE if it exists; the answers and "
+                    "what was sent go to FILE.record/). Then use it with --geometry FILE or EMO_PREP_GEOMETRY.",
+        epilog="example: emo-prep calibrate --ratio 1:1 --samples 12 --max-cost 0.1 -o geometry.json photos/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    calibrate.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders of photos")
+    calibrate.add_argument("--ratio", choices=list(RATIOS), required=True)
+    calibrate.add_argument("--samples", type=int, default=CALIBRATE_SAMPLES, metavar="N",
+                           help=f"photos to send (default {CALIBRATE_SAMPLES})")
+    calibrate.add_argument("--max-cost", type=float, metavar="CNY", help="never spend more than this")
+    calibrate.add_argument("--yes", action="store_true", help="do not ask before spending")
+    calibrate.add_argument("-o", "--output", metavar="FILE", required=True, help="the geometry file to write")
+    calibrate.set_defaults(run=_cmd_calibrate)
     return parser
 
 
@@ -168,7 +195,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print("Error: no photos found in the given folders", file=sys.stderr)
         return EXIT_ERROR
     rejected = passed = 0
-    with Checker() as checker:
+    with Checker(geometry=args.geometry) as checker:
+        _say_geometry(checker.geometry)
         for source in sources:
             report = checker.check(source, ratio=args.ratio)
             if args.json:
@@ -188,6 +216,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def _say_geometry(geometry) -> None:
+    """Name the geometry file in use (the built-in rules go unsaid; --json records say both)."""
+    if geometry.source is not None:
+        _say(f"geometry: {geometry.source} (sha256 {geometry.sha256})")
 
 
 def _print_findings(what: str, findings) -> None:
@@ -222,7 +256,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from .payload import VideoInput, VideoParameters, VideoSynthesisRequest, estimate_cost
     from .verdict import Checker
 
-    with Checker() as checker:
+    with Checker(geometry=args.geometry) as checker:
+        _say_geometry(checker.geometry)
         report = checker.check(args.photo, ratio=args.ratio)
     audio = check_audio(args.audio)
     _print_findings("photo", report.findings)
@@ -236,7 +271,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     cost = estimate_cost(audio.duration_s or 0.0, args.ratio)
     _say(f"estimated cost: CNY {cost:.2f} ({audio.duration_s or 0:.2f} s of video at ratio {args.ratio})")
     form = upload_form(report.loaded)
-    boxes = boxes_for_upload(report.face_bbox, report.ext_bbox, form.scale, (form.width, form.height), args.ratio)
+    boxes = boxes_for_upload(report.face_bbox, report.ext_bbox, form.scale, (form.width, form.height), args.ratio,
+                             report.geometry)
     if boxes is None:
         _say("Error: the downscaled photo leaves no room for the crop box")
         return EXIT_REJECTED
@@ -353,10 +389,13 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     if not loopback:
         _say(f"Error: --host must be a loopback address, not {args.host}")
         return EXIT_ERROR
+    from .geometry import load_geometry
+
     options = SandboxOptions(api_key=args.api_key, pending_s=args.pending_s, running_s=args.running_s,
                              fault_429=args.fault_429, fault_500=args.fault_500, latency_s=args.latency,
                              drop_submits=args.drop_submits, expire_after_s=args.expire_after,
-                             detect_reject_status=args.detect_reject_status)
+                             detect_reject_status=args.detect_reject_status,
+                             detect_geometry=load_geometry(args.detect_geometry) if args.detect_geometry else None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Sandbox(options, host=args.host, port=args.port) as sandbox:
@@ -377,7 +416,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     options = BatchOptions(input=args.input, audio=args.audio, manifest=args.manifest, ratio=args.ratio,
                            style=args.style, submit=args.submit, workers=args.workers, ledger=args.ledger,
                            out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed, force=args.force,
-                           poll_interval_s=args.poll_interval)
+                           poll_interval_s=args.poll_interval, geometry=args.geometry)
     summary = run_batch(options, say=_say)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.items())
     print(f"{summary.jobs} photos: {summary.passed} passed, {summary.rejected} rejected"
@@ -389,6 +428,53 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     print(f"report: {Path(args.out) / 'report.html'}")
     incomplete = summary.rejected or summary.failed or summary.unknown or summary.stopped_by_budget
     return EXIT_REJECTED if incomplete else EXIT_OK
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate
+
+    def confirm(samples, cost: float) -> bool:
+        canvas = sum(s.canvas is not None for s in samples)
+        _say(f"{len(samples)} photos to send to emo-detect-v1 ({canvas} on a plain canvas, "
+             f"{sum(not s.free for s in samples)} whose box will touch an edge): CNY {cost:.3f}")
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            _say("Error: not asking on a non-interactive input; pass --yes to spend it")
+            return False
+        return input("send them? [y/N] ").strip().lower() in ("y", "yes")
+
+    result = calibrate(args.paths, ratio=args.ratio, output=args.output, samples=args.samples,
+                       max_cost=args.max_cost, confirm=confirm, say=_say)
+    if result is None:
+        _say("nothing sent")
+        return EXIT_ERROR if args.yes or not sys.stdin.isatty() else EXIT_OK
+    for a in result.answers:
+        shown = f"{a.sample.source}{' (canvas)' if a.sample.canvas else ''}"
+        if a.rejection is not None:
+            print(f"MISMATCH  {shown}: we pass it, the service refused it: {a.rejection.code} "
+                  f"(our code {a.rejection.finding_code})")
+        elif a.iou_before is not None and a.iou_after is not None:
+            print(f"{shown}: IoU face {a.iou_before[0]:.3f} -> {a.iou_after[0]:.3f}, "
+                  f"ext {a.iou_before[1]:.3f} -> {a.iou_after[1]:.3f}")
+        else:
+            print(f"{shown}: the answer held no boxes")
+    if result.fit is None:
+        _say(f"Error: no usable answer; nothing written (spent CNY {result.spent_cny:.3f}; record {result.record})")
+        return EXIT_ERROR
+    for p in result.fit.params:
+        if p.determined:
+            spread = f" +- {p.spread:.4f}" if p.spread is not None else ""
+            print(f"{p.name} = {p.value:.4f}{spread} (was {p.prior:g}; from {p.n} photos)")
+        else:
+            lower = "-inf" if p.lower is None else f"{p.lower:g}"
+            upper = "inf" if p.upper is None else f"{p.upper:g}"
+            bounds = f" (the answers allow {lower} .. {upper})" if p.lower is not None or p.upper is not None else ""
+            print(f"{p.name} = {p.value:.4f}: NOT DETERMINED by these photos, kept{bounds}")
+    print(f"edges fitted to {result.fit.rms_px:.2f} px rms; spent CNY {result.spent_cny:.3f}"
+          + ("; stopped by --max-cost" if result.stopped_by_cap else ""))
+    print(f"geometry written to {result.output}; answers kept in {result.record}")
+    return EXIT_REJECTED if result.fit.undetermined or result.stopped_by_cap else EXIT_OK
 
 
 def _cmd_ledger(args: argparse.Namespace) -> int:

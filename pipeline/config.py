@@ -6,7 +6,12 @@ service or of our decoding strategy. Calibration figures refer to `../shared/dat
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .geometry import Geometry
 
 __all__ = ["CheckConfig", "DEFAULT_CONFIG", "RATIOS", "STYLE_LEVELS", "PRICE_CNY_PER_SECOND",
            "OUTPUT_WH"]
@@ -35,6 +40,20 @@ AUDIO_MAX_INPUT_BYTES = 100 * 1024 * 1024
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 ENV_API_KEY, ENV_BASE_URL = "DASHSCOPE_API_KEY", "DASHSCOPE_HTTP_BASE_URL"
 DETECT_MODEL, VIDEO_MODEL = "emo-detect-v1", "emo-v1"
+#: A geometry file (emo-prep calibrate) used when none is given as an argument.
+ENV_GEOMETRY = "EMO_PREP_GEOMETRY"
+#: emo-detect-v1's price per call, CNY (spec section 4); a refused photo is charged too.
+DETECT_PRICE_CNY = 0.004
+#: Photos `emo-prep calibrate` sends by default: on the sandbox 12 answers pin every
+#: parameter to about 0.01 (bench/RESULTS.md), for CNY 0.048.
+CALIBRATE_SAMPLES = 12
+#: Room (face sides) kept between the box the current geometry predicts and the edges of a
+#: photo sent for calibration, so that a service box up to this much larger on each side still
+#: lands free of the edges (a box at an edge says little about the rule).
+CALIBRATE_SLACK_FACES = 0.5
+#: The plain canvas a calibration photo is placed on to give its box that room: mid grey,
+#: neither black (read as fill) nor white (read as overexposure).
+CANVAS_BGR = (128, 128, 128)
 #: Seconds: connect, and each read/write; uploads and downloads of big files use their own.
 API_TIMEOUT_S = 30.0
 TRANSFER_TIMEOUT_S = 600.0
@@ -97,6 +116,9 @@ HAND_CROP_FACES, HAND_CROP_DROP = 2.0, 0.2
 class CheckConfig:
     """Thresholds of the photo checks; each field's comment says why it has its value."""
 
+    # box rules: a Geometry or a geometry file (emo-prep calibrate); None: $EMO_PREP_GEOMETRY,
+    # else the defaults of pipeline/geometry.py (the published emo-detect examples).
+    geometry: Geometry | str | os.PathLike[str] | None = None
     # image size: the service's own limits (spec section 2).
     min_side: int = 400
     max_side: int = 7000
@@ -180,6 +202,8 @@ class CheckConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "geometry":
+                continue
             value = getattr(self, f.name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"CheckConfig.{f.name}: expected a number >= 0, got {value!r}")

@@ -4,6 +4,7 @@
     +-- InputError              our input is at fault: carries a check code, a hint, a value
     +-- ModelError              a model file is missing or its sha256 does not match MANIFEST
     +-- UsageError              misuse of our API (closed object, missing key, bad options)
+    +-- GeometryError           a geometry file is unreadable, not JSON or holds a bad value
     +-- APIError                anything between us and DashScope; carries request_id
         +-- APIConnectionError  no answer (refused, reset, DNS)
         |   +-- APITimeoutError     ... within the time limit
@@ -28,7 +29,7 @@ from typing import Any
 __all__ = ["EmoPrepError", "InputError", "ModelError", "UsageError", "APIError", "APIConnectionError",
            "APITimeoutError", "APIStatusError", "AuthenticationError", "ThrottledError",
            "InvalidRequestError", "ServerError", "PortraitRejected", "TaskFailed", "TaskTimeout",
-           "AmbiguousSubmitError"]
+           "AmbiguousSubmitError", "GeometryError"]
 
 
 class EmoPrepError(Exception):
@@ -54,6 +55,18 @@ class ModelError(EmoPrepError):
 
 class UsageError(EmoPrepError, RuntimeError):
     """The API was used in a way it does not support."""
+
+
+class GeometryError(EmoPrepError, ValueError):
+    """A geometry file (or Geometry value) cannot be used; `hint` says what to change."""
+
+    def __init__(self, message: str, *, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})"
 
 
 class APIError(EmoPrepError):

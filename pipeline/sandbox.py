@@ -43,6 +43,7 @@ from .audio import check_audio
 from .config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, DETECT_MODEL, OUTPUT_WH, STYLE_LEVELS, VIDEO_MODEL
 from .errors import InputError
 from .findings import CODES
+from .geometry import DEFAULT_GEOMETRY, Geometry
 from .ingest import decode_image
 from .nativelog import quiet_native_stderr
 from .payload import DETECT_MESSAGES, box_ratio
@@ -72,6 +73,9 @@ class SandboxOptions:
     """Tasks are forgotten (UNKNOWN, result gone) this long after creation."""
     detect_reject_status: int = 200
     """How face-detect says no: 200 with check_pass=false, or 400 with InvalidFile.* (spec 1.2)."""
+    detect_geometry: Geometry | None = None
+    """The box rules of face-detect's answers (None: emo-prep's defaults, never the environment),
+    so that a client can be tested against a "service" whose rule is not ours."""
     seed: int | None = None
 
 
@@ -317,7 +321,7 @@ class Sandbox:
             if self._checker is None:
                 from .verdict import Checker
 
-                self._checker = Checker()
+                self._checker = Checker(geometry=self.options.detect_geometry or DEFAULT_GEOMETRY)
             return self._checker.check_bytes(data, source, ratio)
 
         return self._check_thread.submit(run).result()

@@ -21,7 +21,7 @@ from .config import DEFAULT_CONFIG, HAND_CROP_DROP, HAND_CROP_FACES, RATIOS, Che
 from .errors import InputError, UsageError
 from .faces import Face, FaceFinder, HeadPose, Mesh, head_pose, primary_index
 from .findings import Finding, Verdict
-from .geometry import crop_box, face_box
+from .geometry import DEFAULT_GEOMETRY, Geometry, crop_box, face_box, resolve_geometry, service_face
 from .hands import HandFinder
 from .ingest import ImageInfo, LoadedImage, decode_image, read_source
 from .occlusion import Coverage, measure_coverage
@@ -47,6 +47,11 @@ class Report(Verdict):
     """What the upload form changes relative to the file (empty: upload the file as it is)."""
     loaded: LoadedImage | None = field(default=None, repr=False, compare=False)
     """The decoded photo, for previews and the upload form (None when it did not decode)."""
+    geometry: Geometry = field(default=DEFAULT_GEOMETRY, repr=False, compare=False)
+    """The box rules face_bbox and ext_bbox were made with."""
+    detector_xyxy: tuple[float, float, float, float] | None = field(default=None, repr=False, compare=False)
+    """The main face as our detector found it: unrounded, unclipped, before the geometry's face
+    transform (what `emo-prep calibrate` fits the service's boxes to)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The `check --json` record (DESIGN, 'The check JSON contract')."""
@@ -66,6 +71,7 @@ class Report(Verdict):
             out["pose"] = {"yaw": self.pose.yaw, "pitch": self.pose.pitch, "roll": self.pose.roll}
         out["findings"] = [f.to_dict() for f in self.findings]
         out["fixes"] = list(self.fixes)
+        out["geometry"] = self.geometry.describe()
         return out
 
 
@@ -73,17 +79,23 @@ def _sorted(findings: list[Finding]) -> tuple[Finding, ...]:
     return tuple(sorted(findings, key=lambda f: (f.severity != "error", checks.ORDER.index(f.code))))
 
 
-def _failed(source: str, ratio: str, exc: InputError) -> Report:
+def _failed(source: str, ratio: str, exc: InputError, geometry: Geometry) -> Report:
     return Report(source=source, ratio=ratio, image=None,
-                  findings=(Finding(exc.code, "error", exc.message, exc.value, exc.limit),))
+                  findings=(Finding(exc.code, "error", exc.message, exc.value, exc.limit),), geometry=geometry)
 
 
 class Checker:
     """Runs the whole check on photos; models load once, on creation (the 3:4 body model and
-    the hand model on first use). Use as a context manager or call `close()`."""
+    the hand model on first use). Use as a context manager or call `close()`.
 
-    def __init__(self, config: CheckConfig | None = None) -> None:
+    `geometry` (a Geometry or a geometry file) gives the box rules; it falls back to
+    `config.geometry`, then to $EMO_PREP_GEOMETRY, then to the defaults.
+    """
+
+    def __init__(self, config: CheckConfig | None = None, *,
+                 geometry: Geometry | str | os.PathLike[str] | None = None) -> None:
         self.config = config or DEFAULT_CONFIG
+        self.geometry = resolve_geometry(geometry if geometry is not None else self.config.geometry)
         self._faces: FaceFinder | None = FaceFinder()
         self._body: BodyFinder | None = None
         self._hands: HandFinder | None = None
@@ -121,7 +133,7 @@ class Checker:
         try:
             data = read_source(source)
         except InputError as exc:
-            return _failed(source_id, ratio, exc)
+            return _failed(source_id, ratio, exc, self.geometry)
         return self.check_bytes(data, source_id, ratio)
 
     def check_bytes(self, data: bytes, source_id: str, ratio: str = "1:1") -> Report:
@@ -131,7 +143,7 @@ class Checker:
         try:
             image = decode_image(data, source_id)
         except InputError as exc:
-            return _failed(source_id, ratio, exc)
+            return _failed(source_id, ratio, exc, self.geometry)
         with self._lock:  # the MediaPipe task and interpreters are not re-entrant
             return self._check_image(finder, image, ratio)
 
@@ -154,9 +166,10 @@ class Checker:
         report_faces = tuple((face_box(f.xyxy, size), round(f.score, 3)) for f in faces)
         if primary is None:
             return Report(image.source, ratio, info, _sorted(findings), faces=report_faces,
-                          fixes=image.fixes, loaded=image)
+                          fixes=image.fixes, loaded=image, geometry=self.geometry)
         floor = cfg.ext_floor_11 if ratio == "1:1" else cfg.ext_floor_34
-        ext = crop_box(primary.xyxy, size, ratio, floor=floor)
+        face = service_face(primary.xyxy, self.geometry)
+        ext = crop_box(face, size, ratio, floor=floor, geometry=self.geometry)
         findings += checks.ext_fit(ext is not None, ratio, cfg)
         findings += checks.face_size(primary, info, ratio, cfg)
         findings += checks.face_cut_off(primary, info, cfg)
@@ -175,8 +188,9 @@ class Checker:
         findings += checks.face_occluded(lambda: measure_coverage(image, mesh),
                                          lambda cov: self._hand_presence(image, cov), findings, cfg)
         findings += checks.faint_face(primary.score, findings, cfg)
-        return Report(image.source, ratio, info, _sorted(findings), face_bbox=face_box(primary.xyxy, size),
-                      ext_bbox=ext, faces=report_faces, pose=head, fixes=image.fixes, loaded=image)
+        return Report(image.source, ratio, info, _sorted(findings), face_bbox=face_box(face, size),
+                      ext_bbox=ext, faces=report_faces, pose=head, fixes=image.fixes, loaded=image,
+                      geometry=self.geometry, detector_xyxy=tuple(primary.xyxy))
 
     def _hand_presence(self, image: LoadedImage, cov: Coverage) -> float:
         """The hand model's score on a square below the mouth (HAND_CROP_* in config)."""
