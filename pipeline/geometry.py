@@ -117,12 +117,14 @@ class Geometry:
         return {section: {key: getattr(self, name) for key, (name, _, _) in keys.items()}
                 for section, keys in _KEYS.items()}
 
-    def describe(self) -> dict[str, str]:
-        """What reports say about the geometry used: {"source": "default"} or the file's path
-        and sha256."""
-        if self.source is None:
+    def describe(self) -> dict[str, Any]:
+        """What reports say about the geometry used: {"source": "default"}, the file's path and
+        sha256, or {"source": "custom", "values": ...} for one made in Python."""
+        if self.source is not None:
+            return {"source": self.source, "sha256": self.sha256 or ""}
+        if self.to_dict() == DEFAULT_GEOMETRY.to_dict():
             return {"source": "default"}
-        return {"source": self.source, "sha256": self.sha256 or ""}
+        return {"source": "custom", "values": self.to_dict()}
 
 
 DEFAULT_GEOMETRY = Geometry()

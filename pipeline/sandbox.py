@@ -1,7 +1,8 @@
 """A local stand-in for DashScope's EMO API, on loopback, for trying and testing clients.
 
 It speaks the API of the spec: the temporary-upload policy and its form-POST target,
-face-detect (answered by our own check stage), video-synthesis (header, model, box, style
+face-detect (answered by our own check stage, with the box rules of a geometry file when one
+is given, so a client can meet a "service" whose rule is not ours), video-synthesis (header, model, box, style
 and audio validation with the spec's error bodies), task get, list and cancel, and result
 download. Tasks queue per API key and run one at a time, PENDING -> RUNNING -> SUCCEEDED on
 a configurable clock. The result is a real MP4: the ext_bbox crop at 512x512 (1:1) or

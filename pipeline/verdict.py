@@ -167,7 +167,8 @@ class Checker:
         if primary is None:
             return Report(image.source, ratio, info, _sorted(findings), faces=report_faces,
                           fixes=image.fixes, loaded=image, geometry=self.geometry)
-        floor = cfg.ext_floor_11 if ratio == "1:1" else cfg.ext_floor_34
+        # the floors are in our detector's face sides (the labels' rule), whatever the geometry
+        floor = (cfg.ext_floor_11 if ratio == "1:1" else cfg.ext_floor_34) / self.geometry.face_scale
         face = service_face(primary.xyxy, self.geometry)
         ext = crop_box(face, size, ratio, floor=floor, geometry=self.geometry)
         findings += checks.ext_fit(ext is not None, ratio, cfg)
