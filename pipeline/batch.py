@@ -209,6 +209,7 @@ def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: p
             ledger.add_job(key, row.row, row.photo, photo_sha, row.audio, audio_sha, row.ratio, row.style)
             jobs.append((row, key))
         todo = [(row, key) for row, key in jobs if ledger.job(key).state == "new"]
+        _warn_other_geometry(ledger, [key for _, key in jobs], options.geometry, say)
         # audio: each distinct clip once, in this process (PyAV is quick and not thread-bound)
         for row, _ in todo:
             if row.audio and row.audio not in audio_reports:
@@ -231,6 +232,16 @@ def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: p
 
 def _audio_dict(report) -> dict[str, Any]:
     return {**report.to_dict(), "upload_format": report.upload_format}
+
+
+def _warn_other_geometry(ledger: Ledger, keys: list[str], geometry: Geometry, say: Callable[[str], None]) -> None:
+    """Photos checked in an earlier run keep that run's boxes: say so when its geometry differs."""
+    current = geometry.describe()
+    other = [k for k in keys if (job := ledger.job(k)).report and job.report.get("geometry", {"source": "default"})
+             != current]
+    if other:
+        say(f"{len(other)} photos were checked in an earlier run with another geometry and keep its boxes "
+            f"(their report says which); use a new --out or --ledger to check them with this one")
 
 
 def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[str, dict[str, Any]],

@@ -250,3 +250,25 @@ def test_python_checker_and_config_take_a_geometry(tmp_path, monkeypatch):
     assert a.ext_bbox == b.ext_bbox == crop_box(face, (512, 512), geometry=geometry)
     assert a.to_dict()["geometry"] == {"source": "custom", "values": geometry.to_dict()}
     assert b.to_dict()["geometry"]["source"] == str(path) == c.to_dict()["geometry"]["source"]
+
+
+def test_batch_checks_with_the_geometry_and_says_when_a_rerun_would_not(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "astronaut.png").write_bytes((SAMPLES / "astronaut.png").read_bytes())
+    geo = tmp_path / "g.json"
+    geo.write_text(json.dumps(FOREIGN))
+
+    def batch(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([EMO_PREP, "batch", str(photos), "--workers", "1", "--out", str(tmp_path / "out"),
+                               *extra], capture_output=True, text=True, timeout=300)
+
+    first = batch("--geometry", str(geo))
+    assert first.returncode == 0, first.stderr
+    record = json.loads((tmp_path / "out" / "report.jsonl").read_text().splitlines()[0])
+    assert record["geometry"] == {"source": str(geo), "sha256": hashlib.sha256(geo.read_bytes()).hexdigest()}
+    checked = subprocess.run([EMO_PREP, "check", "--json", "--geometry", str(geo), str(photos / "astronaut.png")],
+                             capture_output=True, text=True, timeout=120)
+    assert json.loads(checked.stdout)["ext_bbox"] == record["ext_bbox"]
+    again = batch()  # the default geometry now: the photo is not checked again, and we are told
+    assert "1 photos were checked in an earlier run with another geometry" in again.stderr
