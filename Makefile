@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hips.py
 	$(BIN)/python bench/derived.py
 	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/calibrate.py
 
 # Rebuild models/ from the mediapipe 0.10.21 wheel on PyPI and check the hashes.
 models: $(STAMP)

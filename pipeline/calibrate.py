@@ -37,11 +37,11 @@ from .config import (
     DETECT_PRICE_CNY,
     RATIOS,
 )
-from .errors import EmoPrepError, PortraitRejected, UsageError
+from .errors import APIError, EmoPrepError, PortraitRejected, UsageError
 from .geometry import DEFAULT_GEOMETRY, Geometry, crop_box, face_box, load_geometry, service_face
 
-__all__ = ["Observation", "ParamFit", "GeometryFit", "Sample", "Calibration", "fit_geometry", "predict_boxes",
-           "choose_samples", "calibrate"]
+__all__ = ["Observation", "ParamFit", "GeometryFit", "Sample", "Answer", "Calibration", "fit_geometry",
+           "predict_boxes", "choose_samples", "calibrate"]
 
 #: Parameters per fitted part: the face transform, and each ratio's ext rule.
 _FACE = ("face_scale", "face_dx", "face_dy")
@@ -352,6 +352,8 @@ class Calibration:
     stopped_by_cap: bool
     output: str
     record: str
+    interrupted: str | None = None
+    """The service error that stopped the calls after some answers (None: not stopped)."""
 
 
 def _cost(count: int) -> float:
@@ -398,6 +400,7 @@ def calibrate(paths: Iterable[str], *, ratio: str, output: str | os.PathLike[str
     record = record_dir / f"{ratio.replace(':', 'x')}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.jsonl"
     answers: list[Answer] = []
     calls = 0
+    interrupted: str | None = None
     own = client is None
     client = client or EmoClient()
     try:
@@ -408,9 +411,9 @@ def calibrate(paths: Iterable[str], *, ratio: str, output: str | os.PathLike[str
                     stopped = True
                     break
                 sent = _sent_record(sample, record_dir)
-                url = client.upload(sample.data, model=DETECT_MODEL, filename=sample.filename)
-                calls += 1  # counted before the answer: a call that may have been billed counts
                 try:
+                    url = client.upload(sample.data, model=DETECT_MODEL, filename=sample.filename)
+                    calls += 1  # counted before the answer: a call that may have been billed counts
                     answer = client.face_detect(url, ratio=ratio)
                 except PortraitRejected as exc:
                     answers.append(Answer(sample, None, rejection=exc))
@@ -419,6 +422,12 @@ def calibrate(paths: Iterable[str], *, ratio: str, output: str | os.PathLike[str
                                                      "request_id": exc.request_id}})
                     say(f"{sample.source}: the service refused it: {exc.code} (ours: pass)")
                     continue
+                except APIError as exc:
+                    if not answers:
+                        raise
+                    interrupted = str(exc)  # what was paid for is kept and fitted; the rest is not sent
+                    say(f"stopping after {len(answers)} answers: {exc}")
+                    break
                 raw = answer.model_dump()
                 out = answer.output
                 obs = None
@@ -441,7 +450,8 @@ def calibrate(paths: Iterable[str], *, ratio: str, output: str | os.PathLike[str
             client.close()
     if fit is not None:
         _write_atomically(output, json.dumps(fit.geometry.to_dict(), indent=2) + "\n")
-    return Calibration(ratio, tuple(answers), fit, prior, _cost(calls), stopped, str(output), str(record))
+    return Calibration(ratio, tuple(answers), fit, prior, _cost(calls), stopped, str(output), str(record),
+                       interrupted)
 
 
 def _ours(report: Any) -> dict[str, Any]:

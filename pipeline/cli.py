@@ -448,7 +448,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                        max_cost=args.max_cost, confirm=confirm, say=_say)
     if result is None:
         _say("nothing sent")
-        return EXIT_ERROR if args.yes or not sys.stdin.isatty() else EXIT_OK
+        return EXIT_OK if sys.stdin.isatty() else EXIT_ERROR  # a person said no / nobody could be asked
     for a in result.answers:
         shown = f"{a.sample.source}{' (canvas)' if a.sample.canvas else ''}"
         if a.rejection is not None:
@@ -472,9 +472,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             bounds = f" (the answers allow {lower} .. {upper})" if p.lower is not None or p.upper is not None else ""
             print(f"{p.name} = {p.value:.4f}: NOT DETERMINED by these photos, kept{bounds}")
     print(f"edges fitted to {result.fit.rms_px:.2f} px rms; spent CNY {result.spent_cny:.3f}"
-          + ("; stopped by --max-cost" if result.stopped_by_cap else ""))
+          + ("; stopped by --max-cost" if result.stopped_by_cap else "")
+          + (f"; stopped by an error: {result.interrupted}" if result.interrupted else ""))
     print(f"geometry written to {result.output}; answers kept in {result.record}")
-    return EXIT_REJECTED if result.fit.undetermined or result.stopped_by_cap else EXIT_OK
+    return EXIT_REJECTED if result.fit.undetermined or result.stopped_by_cap or result.interrupted else EXIT_OK
 
 
 def _cmd_ledger(args: argparse.Namespace) -> int:
