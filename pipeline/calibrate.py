@@ -381,8 +381,8 @@ def calibrate(paths: Iterable[str], *, ratio: str, output: str | os.PathLike[str
         raise ValueError(f"ratio: expected one of {sorted(RATIOS)}, got {ratio!r}")
     if samples < 1:
         raise UsageError("samples must be at least 1")
-    if max_cost is not None and max_cost < 0:
-        raise UsageError("max_cost must be at least 0 (CNY)")
+    if max_cost is not None and max_cost < DETECT_PRICE_CNY:
+        raise UsageError(f"a max cost of CNY {max_cost:g} buys no emo-detect call (CNY {DETECT_PRICE_CNY:g} each)")
     output = Path(output)
     prior = load_geometry(output) if output.exists() else DEFAULT_GEOMETRY
     with Checker(DEFAULT_CONFIG, geometry=prior) as checker:
@@ -390,8 +390,6 @@ def calibrate(paths: Iterable[str], *, ratio: str, output: str | os.PathLike[str
     if not chosen:
         raise UsageError("no photo passed the local check; calibration needs photos that pass")
     affordable = len(chosen) if max_cost is None else min(len(chosen), int(max_cost / DETECT_PRICE_CNY + 1e-9))
-    if affordable == 0:
-        raise UsageError(f"--max-cost {max_cost:g} CNY buys no emo-detect call (CNY {DETECT_PRICE_CNY:g} each)")
     if not confirm(chosen[:affordable], _cost(affordable)):
         return None
     stopped = affordable < len(chosen)

@@ -78,11 +78,15 @@ def test_calibration_recovers_a_foreign_geometry_and_check_then_gives_its_boxes(
     fit_11, other_11 = passes_11[:12], passes_11[12:]
     fit_34, other_34 = passes_34[:3], passes_34[3:]
 
-    one = _run("calibrate", "--ratio", "1:1", "--yes", "-o", str(geo), *map(str, fit_11), base=base)
+    one = _run("calibrate", "--ratio", "1:1", "--samples", "6", "--yes", "-o", str(geo), *map(str, fit_11), base=base)
     assert one.returncode == 0, one.stderr + one.stdout
     assert "Traceback" not in one.stderr and KEY not in one.stdout + one.stderr
-    assert "spent CNY 0.048" in one.stdout and "NOT DETERMINED" not in one.stdout
-    assert len([line for line in one.stdout.splitlines() if "IoU face" in line]) == 12
+    assert "spent CNY 0.024" in one.stdout and "NOT DETERMINED" not in one.stdout
+    ious = [line.split("IoU face ")[1] for line in one.stdout.splitlines() if "IoU face" in line]
+    assert len(ious) == 6
+    for text in ious:  # "0.796 -> 0.995, ext 0.954 -> 1.000": the default rule is not the sandbox's
+        face_before, face_after = float(text.split()[0]), float(text.split()[2].rstrip(","))
+        assert face_before < 0.9 and face_after >= 0.98, text
     after_11 = load_geometry(geo).to_dict()
     for section in ("face", "1:1"):
         for key, want in FOREIGN[section].items():
@@ -100,34 +104,31 @@ def test_calibration_recovers_a_foreign_geometry_and_check_then_gives_its_boxes(
     # the record: one line per answer plus the fit, and the canvas copies that were sent
     records = sorted((folder / "geometry.json.record").glob("1x1-*.jsonl"))
     lines = [json.loads(line) for line in records[-1].read_text().splitlines()]
-    assert len(lines) == 13 and "fit" in lines[-1]
+    assert len(lines) == 7 and "fit" in lines[-1]
     for line in lines[:-1]:
         assert line["answer"]["output"]["check_pass"] is True
         if line["sent"]["canvas"]:
             copy = folder / "geometry.json.record" / line["sent"]["copy"]
             assert hashlib.sha256(copy.read_bytes()).hexdigest() == line["sent"]["sha256"]
-    assert sum(bool(line["sent"]["canvas"]) for line in lines[:-1]) >= 6  # most dev passes touch an edge
+    assert sum(bool(line["sent"]["canvas"]) for line in lines[:-1]) >= 4  # most dev passes touch an edge
 
     # check --geometry on photos calibration never saw gives the service's boxes
     sha = hashlib.sha256(geo.read_bytes()).hexdigest()
     for ratio, photos in (("1:1", other_11), ("3:4", other_34)):
         proc = _run("check", "--json", "--ratio", ratio, "--geometry", str(geo), *map(str, photos), base=base)
-        default = _run("check", "--json", "--ratio", ratio, *map(str, photos), base=base)
         assert proc.returncode == 0, proc.stdout
-        for line, plain in zip(proc.stdout.splitlines(), default.stdout.splitlines(), strict=True):
-            ours, before = json.loads(line), json.loads(plain)
+        for line in proc.stdout.splitlines():
+            ours = json.loads(line)
             assert ours["geometry"] == {"source": str(geo), "sha256": sha}
-            assert before["geometry"] == {"source": "default"}
             face, ext = _service_boxes(base, Path(ours["source"]), ratio)
             assert iou(ours["face_bbox"], face) >= 0.98 and iou(ours["ext_bbox"], ext) >= 0.98, (ours, face, ext)
-            assert iou(before["face_bbox"], face) < 0.9  # the default rule is not the sandbox's
 
 
 def test_cost_cap_stops_before_the_limit_and_nothing_is_spent_unasked(service):
     base, folder = service
-    photos = list(map(str, _passes_11()[:5]))
+    photos = list(map(str, _passes_11()[:3]))
     start = _uploads(base)
-    capped = _run("calibrate", "--ratio", "1:1", "--samples", "5", "--max-cost", "0.01", "--yes",
+    capped = _run("calibrate", "--ratio", "1:1", "--samples", "3", "--max-cost", "0.01", "--yes",
                   "-o", str(folder / "capped.json"), *photos, base=base)
     assert capped.returncode == 1, capped.stderr
     assert "spent CNY 0.008; stopped by --max-cost" in capped.stdout
@@ -137,23 +138,23 @@ def test_cost_cap_stops_before_the_limit_and_nothing_is_spent_unasked(service):
     nothing = _run("calibrate", "--ratio", "1:1", "--max-cost", "0.003", "--yes", "-o", str(folder / "none.json"),
                    *photos, base=base)
     assert nothing.returncode == 2 and "buys no emo-detect call" in nothing.stderr
-    unasked = _run("calibrate", "--ratio", "1:1", "-o", str(folder / "unasked.json"), *photos, base=base)
+    unasked = _run("calibrate", "--ratio", "1:1", "-o", str(folder / "unasked.json"), photos[0], base=base)
     assert unasked.returncode == 2 and "pass --yes" in unasked.stderr
     assert _uploads(base) == start + 2
     assert not (folder / "none.json").exists() and not (folder / "unasked.json").exists()
 
 
 def test_a_service_refusal_is_reported_as_a_verdict_mismatch(tmp_path):
-    photos = list(map(str, _passes_11()[:2]))
+    photos = list(map(str, _passes_11()[:1]))
     # a "service" whose face box is 5 times ours: no ext box holds it, it says BodyProportion
     with Sandbox(SandboxOptions(api_key=KEY, detect_geometry=Geometry(face_scale=5.0))) as sandbox, \
             EmoClient(api_key=KEY, base_url=sandbox.api_base, retry=FAST) as client:
         result = calibrate(photos, ratio="1:1", output=tmp_path / "g.json", client=client)
     assert result.fit is None and not (tmp_path / "g.json").exists()
-    assert [a.rejection.code for a in result.answers] == ["InvalidFile.BodyProportion"] * 2
-    assert result.spent_cny == 0.008
+    assert [a.rejection.code for a in result.answers] == ["InvalidFile.BodyProportion"]
+    assert result.spent_cny == 0.004
     lines = [json.loads(line) for line in Path(result.record).read_text().splitlines()]
-    assert [line["answer"]["check_pass"] for line in lines] == [False, False]
+    assert [line["answer"]["check_pass"] for line in lines] == [False]
 
 
 # --- the fit alone ----------------------------------------------------------------------------
