@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import subprocess
 from pathlib import Path
 
@@ -273,3 +274,22 @@ def test_batch_checks_with_the_geometry_and_says_when_a_rerun_would_not(tmp_path
     assert json.loads(checked.stdout)["ext_bbox"] == record["ext_bbox"]
     again = batch()  # the default geometry now: the photo is not checked again, and we are told
     assert "1 photos were checked in an earlier run with another geometry" in again.stderr
+
+
+def test_a_service_error_after_some_answers_keeps_and_fits_what_was_paid_for(tmp_path):
+    def faults(seed: int) -> list[bool]:  # the sandbox's draws: one per API call, a fault below 0.5
+        draws = random.Random(seed)
+        return [draws.random() < 0.5 for _ in range(3)]
+
+    # a seed whose first photo gets through (upload policy, face-detect) and whose second photo's
+    # policy call fails, with no retries
+    seed = next(s for s in range(1000) if faults(s) == [False, False, True])
+    photos = list(map(str, _passes_11()[:2]))
+    options = SandboxOptions(api_key=KEY, detect_geometry=Geometry(scale_11=2.2), fault_500=0.5, seed=seed)
+    with Sandbox(options) as sandbox, EmoClient(api_key=KEY, base_url=sandbox.api_base,
+                                                  retry=RetryPolicy(max_retries=0)) as client:
+        result = calibrate(photos, ratio="1:1", output=tmp_path / "g.json", client=client)
+    assert result.interrupted and "HTTP 500" in result.interrupted
+    assert len(result.answers) == 1 and result.fit is not None and result.spent_cny == 0.004
+    assert abs(load_geometry(tmp_path / "g.json").scale_11 - 2.2) <= 0.03
+    assert len(Path(result.record).read_text().splitlines()) == 2  # the answer and the fit
