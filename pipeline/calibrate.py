@@ -29,6 +29,8 @@ import numpy as np
 
 from .boxes import XYXY, iou
 from .config import (
+    CALIBRATE_CANVAS_FACES,
+    CALIBRATE_CANVAS_TRIES,
     CALIBRATE_SAMPLES,
     CALIBRATE_SLACK_FACES,
     CANVAS_BGR,
@@ -46,10 +48,6 @@ __all__ = ["Observation", "ParamFit", "GeometryFit", "Sample", "Answer", "Calibr
 #: Parameters per fitted part: the face transform, and each ratio's ext rule.
 _FACE = ("face_scale", "face_dx", "face_dy")
 _EXT = {"1:1": ("scale_11", "shift_up_11"), "3:4": ("width_34", "face_top_34")}
-#: Canvas copies tried per photo (each widened by what the last one still lacked).
-_CANVAS_TRIES = 3
-#: A box edge this close to the image edge (px) counts as pinned there.
-_EDGE_PX = 1
 
 
 @dataclass(frozen=True)
@@ -141,9 +139,9 @@ def _solve(rows: list[tuple[list[float], float]], names: tuple[str, ...], prior:
 
 
 def _inside(box: XYXY, size_wh: tuple[int, int]) -> list[bool]:
-    """Per edge (x1, y1, x2, y2): lies off the image's border."""
+    """Per edge (x1, y1, x2, y2): lies off the image's border (an edge on it may be clipped)."""
     w, h = size_wh
-    return [box[0] > _EDGE_PX - 1, box[1] > _EDGE_PX - 1, box[2] < w - _EDGE_PX + 1, box[3] < h - _EDGE_PX + 1]
+    return [box[0] > 0, box[1] > 0, box[2] < w, box[3] < h]
 
 
 def _face_rows(observations: list[Observation]) -> tuple[list[tuple[list[float], float]], dict[str, int]]:
@@ -261,10 +259,12 @@ def _unbounded_ext(face: tuple[float, float, float, float], ratio: str, geometry
     return (box[0] - pad, box[1] - pad, box[2] - pad, box[3] - pad)
 
 
-def _room_needed(report: Any, ratio: str, geometry: Geometry) -> tuple[int, int, int, int]:
-    """Pixels to add on (left, top, right, bottom) so the predicted box keeps the slack."""
+def _room_needed(report: Any, ratio: str, geometry: Geometry,
+                 slack_faces: float = CALIBRATE_SLACK_FACES) -> tuple[int, int, int, int]:
+    """Pixels to add on (left, top, right, bottom) so the predicted box keeps `slack_faces`
+    face sides from every edge."""
     face = service_face(report.detector_xyxy, geometry)
-    slack = CALIBRATE_SLACK_FACES * max(face[2] - face[0], face[3] - face[1])
+    slack = slack_faces * max(face[2] - face[0], face[3] - face[1])
     x1, y1, x2, y2 = _unbounded_ext(face, ratio, geometry)
     w, h = report.image.width, report.image.height
     return (max(0, math.ceil(slack - x1)), max(0, math.ceil(slack - y1)),
@@ -306,12 +306,13 @@ def choose_samples(checker: Any, sources: Iterable[str], ratio: str, samples: in
             if not report.ok:
                 say(f"skipped {source}: its upload form gets {report.errors[0].code}")
                 continue
-        pads = _room_needed(report, ratio, geometry)
-        sample = Sample(source, form.data, f"{name}.{suffix}", report, None, not any(pads))
-        if any(pads):
+        pads = _room_needed(report, ratio, geometry, CALIBRATE_CANVAS_FACES)
+        sample = Sample(source, form.data, f"{name}.{suffix}", report, None,
+                        not any(_room_needed(report, ratio, geometry)))
+        if not sample.free:
             # the detector sees a canvas copy at another working scale, so its box moves by a
-            # few px: widen the canvas by what the copy still lacks, at most _CANVAS_TRIES times
-            for _ in range(_CANVAS_TRIES):
+            # few px: widen the canvas by what the copy still lacks, a few times at most
+            for _ in range(CALIBRATE_CANVAS_TRIES):
                 data = _on_canvas(form.data, pads)
                 copy = checker.check_bytes(data, f"{source} (on canvas)", ratio)
                 lacking = _room_needed(copy, ratio, geometry) if copy.ok else ()
@@ -323,6 +324,8 @@ def choose_samples(checker: Any, sources: Iterable[str], ratio: str, samples: in
                         f"(its box will touch an edge)")
                     break
                 pads = tuple(p + extra + (2 if extra else 0) for p, extra in zip(pads, lacking, strict=True))
+            else:
+                say(f"{source}: no canvas copy kept its box off the edges; sending the photo as it is")
         found.append(sample)
         if sum(s.free for s in found) >= samples:
             break

@@ -54,6 +54,12 @@ CALIBRATE_SLACK_FACES = 0.5
 #: The plain canvas a calibration photo is placed on to give its box that room: mid grey,
 #: neither black (read as fill) nor white (read as overexposure).
 CANVAS_BGR = (128, 128, 128)
+#: The canvas gives this much room (face sides), a little more than the slack: the detector sees
+#: a copy at another working scale and its box moves a few px. A copy that still lacks room is
+#: widened by what it lacks, up to CALIBRATE_CANVAS_TRIES copies in all (with 0.6, the first
+#: copy was enough for all 26 dev passes, 1:1 and 3:4; with 0.5, 15 needed 2-3 and one failed).
+CALIBRATE_CANVAS_FACES = 0.6
+CALIBRATE_CANVAS_TRIES = 3
 #: Seconds: connect, and each read/write; uploads and downloads of big files use their own.
 API_TIMEOUT_S = 30.0
 TRANSFER_TIMEOUT_S = 600.0

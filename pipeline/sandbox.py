@@ -2,10 +2,10 @@
 
 It speaks the API of the spec: the temporary-upload policy and its form-POST target,
 face-detect (answered by our own check stage, with the box rules of a geometry file when one
-is given, so a client can meet a "service" whose rule is not ours), video-synthesis (header, model, box, style
-and audio validation with the spec's error bodies), task get, list and cancel, and result
-download. Tasks queue per API key and run one at a time, PENDING -> RUNNING -> SUCCEEDED on
-a configurable clock. The result is a real MP4: the ext_bbox crop at 512x512 (1:1) or
+is given, so a client can meet a "service" whose rule is not ours), video-synthesis (header,
+model, box, style and audio validation with the spec's error bodies), task get, list and
+cancel, and result download. Tasks queue per API key and run one at a time, PENDING ->
+RUNNING -> SUCCEEDED on a configurable clock. The result is a real MP4: the ext_bbox crop at 512x512 (1:1) or
 512x704 (3:4), as long as the audio, with the audio track. It previews the framing only,
 and says so on every frame. It fetches only its own uploads and loopback URLs.
 

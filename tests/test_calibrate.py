@@ -146,8 +146,9 @@ def test_cost_cap_stops_before_the_limit_and_nothing_is_spent_unasked(service):
 
 
 def test_a_service_refusal_is_reported_as_a_verdict_mismatch(tmp_path):
-    photos = list(map(str, _passes_11()[:1]))
-    # a "service" whose face box is 5 times ours: no ext box holds it, it says BodyProportion
+    photos = list(map(str, _passes_11()[1:2]))
+    # a "service" whose face box is 5 times ours: on this photo no ext box holds it, and it says
+    # BodyProportion
     with Sandbox(SandboxOptions(api_key=KEY, detect_geometry=Geometry(face_scale=5.0))) as sandbox, \
             EmoClient(api_key=KEY, base_url=sandbox.api_base, retry=FAST) as client:
         result = calibrate(photos, ratio="1:1", output=tmp_path / "g.json", client=client)
