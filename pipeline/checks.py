@@ -133,7 +133,7 @@ def face_cut_off(face: Face, info: ImageInfo, cfg: CheckConfig) -> list[Finding]
     return []
 
 
-def face_occluded(coverage: Callable[[], Coverage], hand_presence: Callable[[Coverage], float],
+def face_occluded(coverage: Callable[[], Coverage], hand_presence: Callable[[Coverage], float], score: float,
                   so_far: list[Finding], cfg: CheckConfig) -> list[Finding]:
     """Mouth, nose or eyes covered (mask, scarf, hand, sunglasses, hair over an eye).
 
@@ -141,7 +141,8 @@ def face_occluded(coverage: Callable[[], Coverage], hand_presence: Callable[[Cov
     and does not touch the face): a turned, blurred, dark, cut-off or doubtful face moves the
     measurements and already has its reason; `coverage` is measured only then.
     `hand_presence` (a model run) is asked only when the pixels alone do not already show
-    the mouth covered.
+    the mouth covered and the detector is less sure of the face than `hand_check_below_score`
+    (`score`): a hand over the mouth hides features the detector leans on.
     """
     if any(f.severity == "error" and f.code != "body_cut_off" for f in so_far):
         return []
@@ -173,7 +174,7 @@ def face_occluded(coverage: Callable[[], Coverage], hand_presence: Callable[[Cov
             deciding.append(("lips warmth against the skin", cov.lips_warmth, cfg.min_cover_warmth))
         else:
             deciding.append(("mouth contrast", cov.mouth_contrast, cfg.min_mouth_contrast))
-    else:
+    elif score < cfg.hand_check_below_score:
         hand = hand_presence(cov)
         if hand > cfg.max_hand_presence:
             covered.append("mouth")

@@ -187,7 +187,7 @@ class Checker:
                 self._body = BodyFinder()
             findings += checks.body_cut_off(self._body.hips(image, primary), primary, info, cfg)
         findings += checks.face_occluded(lambda: measure_coverage(image, mesh),
-                                         lambda cov: self._hand_presence(image, cov), findings, cfg)
+                                         lambda cov: self._hand_presence(image, cov), primary.score, findings, cfg)
         findings += checks.faint_face(primary.score, findings, cfg)
         return Report(image.source, ratio, info, _sorted(findings), face_bbox=face_box(face, size),
                       ext_bbox=ext, faces=report_faces, pose=head, fixes=image.fixes, loaded=image,

@@ -159,3 +159,26 @@ def test_thin_eyeglass_frames_still_pass(checker, finder, path):
     cv2.line(out, tuple(bridge[0]), tuple(bridge[1]), (20, 20, 20), width, cv2.LINE_AA)
     report = _check(checker, out)
     assert report.ok, [f.message for f in report.errors]
+
+
+def test_the_hand_model_is_asked_only_when_the_pixels_leave_it_open_and_the_face_scores_low():
+    from pipeline.checks import face_occluded
+    from pipeline.config import DEFAULT_CONFIG as cfg
+    from pipeline.occlusion import Coverage
+
+    visible = Coverage(skin_chroma=20.0, nose_warmth=0.9, lips_warmth=0.9, mouth_contrast=0.8,
+                       eye_contrast={"right_eye": 0.6, "left_eye": 0.6},
+                       below_eye={"right_eye": (0.9, 0.9), "left_eye": (0.9, 0.9)}, mouth_xy=(100.0, 100.0),
+                       face_side=200.0)
+    asked: list[float] = []
+
+    def hand(_: Coverage) -> float:
+        asked.append(1.0)
+        return 0.98
+
+    sure = cfg.hand_check_below_score
+    assert face_occluded(lambda: visible, hand, sure, [], cfg) == [] and asked == []
+    found = face_occluded(lambda: visible, hand, sure - 0.01, [], cfg)
+    assert asked == [1.0] and found[0].causes == ("hand",) and found[0].value == 0.98
+    masked = Coverage(**{**visible.__dict__, "lips_warmth": 0.0, "nose_warmth": 0.0})
+    assert face_occluded(lambda: masked, hand, 0.5, [], cfg)[0].causes == ("mask",) and asked == [1.0]
