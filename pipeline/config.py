@@ -235,7 +235,7 @@ FIX_OTHER_FACE_REL_SIDE = 0.8
 #: tried when a wider one fails its fresh check (other faces creep in): a little, then none.
 FIX_TIGHTER_MARGINS = (0.25, 0.0)
 #: JPEG qualities tried for a fixed photo, in order: the upload form's 95, then 100 if 95 moved
-#: a measurement across a limit (the output must pass its own fresh check).
+#: the 95 output fails its fresh check (the output must pass its own check).
 FIX_JPEG_QUALITIES = (95, 100)
 #: Source formats written back as PNG (lossless in, lossless out); everything else as JPEG.
 FIX_LOSSLESS_FORMATS = ("png", "bmp", "tiff", "gif")

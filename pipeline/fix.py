@@ -220,7 +220,8 @@ def _problem(fresh: Report, face: XYXY, crop: XYXY, scale: float) -> str | None:
         first = fresh.errors[0]
         return f"{first.code} after the change ({first.message})"
     assert fresh.face_bbox is not None
-    back = tuple(v / scale + o for v, o in zip(fresh.face_bbox, crop[:2] * 2))
+    x1, y1, x2, y2 = fresh.face_bbox
+    back = (x1 / scale + crop[0], y1 / scale + crop[1], x2 / scale + crop[0], y2 / scale + crop[1])
     if iou(back, face) < 0.5:
         return "the face found after the change is not the photo's main face"
     return None
