@@ -234,7 +234,7 @@ FIX_OTHER_FACE_REL_SIDE = 0.8
 #: Extra context kept around the ext box, as a share of its side, by the second and third crop
 #: tried when a wider one fails its fresh check (other faces creep in): a little, then none.
 FIX_TIGHTER_MARGINS = (0.25, 0.0)
-#: JPEG qualities tried for a fixed photo, in order: the upload form's 95, then 100 if 95 moved
+#: JPEG qualities tried for a fixed photo, in order: the upload form's 95, then 100 when
 #: the 95 output fails its fresh check (the output must pass its own check).
 FIX_JPEG_QUALITIES = (95, 100)
 #: Source formats written back as PNG (lossless in, lossless out); everything else as JPEG.
