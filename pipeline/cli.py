@@ -134,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--poll-interval", type=float, default=2.0, metavar="S",
                        help="seconds between task queries (the account allows 20 a second)")
     _geometry_option(batch)
+    batch.add_argument("--fix", action="store_true",
+                       help="fix what a crop or a downscale can (see `emo-prep fix`) into OUT/fixed/ and submit that")
     batch.set_defaults(run=_cmd_batch)
 
     ledger = sub.add_parser(
@@ -478,10 +480,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     options = BatchOptions(input=args.input, audio=args.audio, manifest=args.manifest, ratio=args.ratio,
                            style=args.style, submit=args.submit, workers=args.workers, ledger=args.ledger,
                            out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed, force=args.force,
-                           poll_interval_s=args.poll_interval, geometry=args.geometry)
+                           poll_interval_s=args.poll_interval, geometry=args.geometry, fix=args.fix)
     summary = run_batch(options, say=_say)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.items())
-    print(f"{summary.jobs} photos: {summary.passed} passed, {summary.rejected} rejected"
+    fixed = f" ({summary.fixed} of them fixed)" if args.fix else ""
+    print(f"{summary.jobs} photos: {summary.passed} passed{fixed}, {summary.rejected} rejected"
           + (f" ({reasons})" if reasons else "") + f"; {summary.seconds:.1f} s")
     if args.submit:
         print(f"tasks {summary.submitted}, videos {summary.downloaded}, failed {summary.failed}, "

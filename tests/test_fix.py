@@ -3,8 +3,12 @@ refused with a reason; what no change can mend is never fixed; a pass is never r
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import cv2
 import pytest
@@ -15,6 +19,8 @@ from pipeline import FixResult, fix
 from pipeline.boxes import iou
 from pipeline.config import FIX_MIN_FACE_PX
 from pipeline.fix import NEVER_FIXED
+from pipeline.ledger import Ledger
+from pipeline.sandbox import Sandbox, SandboxOptions
 
 DATA2 = ROOT.parent / "shared" / "data2"
 CROP_CLASSES = ("multiple_faces", "face_too_small")
@@ -181,3 +187,42 @@ def test_cli_fix_json_exit_codes_and_previews(tmp_path):
 
     assert run("fix", "--ratio", "16:9", str(SAMPLES / "astronaut.png")).returncode == 2
     assert run("fix", str(tmp_path / "empty-folder-that-is-not-there")).returncode == 1
+
+
+def test_batch_fix_submits_the_fixed_photo_and_a_rerun_fixes_nothing_twice(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut.png", "astronaut_pair.jpg", "astronaut_blurred.jpg"):
+        shutil.copy(SAMPLES / name, photos / name)
+    out = tmp_path / "out"
+    key = "sk-fix-test"
+    with Sandbox(SandboxOptions(api_key=key, pending_s=0.1, running_s=0.2, fps=5)) as sb:
+        env = {**os.environ, "DASHSCOPE_API_KEY": key, "DASHSCOPE_HTTP_BASE_URL": sb.api_base}
+        command = [EMO_PREP, "batch", str(photos), "--fix", "--audio", str(SAMPLES / "speech.wav"), "--submit",
+                   "--workers", "1", "--poll-interval", "0.2", "--out", str(out)]
+        first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert first.returncode == 1, first.stderr  # the blurred photo stays rejected
+        assert first.stdout.startswith("3 photos: 2 passed (1 of them fixed), 1 rejected (blur 1)")
+        fixed_files = list((out / "fixed").iterdir())
+        assert len(fixed_files) == 1 and fixed_files[0].name.endswith("-astronaut_pair.fixed.jpg")
+        stamp = fixed_files[0].stat().st_mtime_ns
+        records = {Path(r["source"]).name: r for r in map(json.loads, (out / "report.jsonl").read_text().splitlines())}
+        pair = records["astronaut_pair.jpg"]
+        assert pair["ok"] and pair["fix"]["fixed"] and pair["fix"]["operations"] == ["crop"]
+        assert pair["fix"]["output"] == str(fixed_files[0]) and not pair["fix"]["source_report"]["ok"]
+        assert pair["image"]["width"] == 751 and pair["video"]  # the fixed photo's record, animated
+        assert records["astronaut_blurred.jpg"]["fix"] == {"fixed": False, "reason": f"blur: {NEVER_FIXED['blur']}"}
+        assert "fix" not in records["astronaut.png"]
+        with Ledger(out / "ledger.sqlite") as ledger:
+            job = next(j for j in ledger.jobs() if j.photo_path.endswith("astronaut_pair.jpg"))
+            body = json.loads(ledger.submits(job.job_id)[0]["request_json"])
+            sha = hashlib.sha256(fixed_files[0].read_bytes()).hexdigest()
+            assert body["input"]["image_url"] == ledger.upload_url(sha, "emo-v1", valid_for_s=0)
+            assert body["input"]["face_bbox"] == pair["face_bbox"] and body["input"]["ext_bbox"] == pair["ext_bbox"]
+        html = (out / "report.html").read_text()
+        assert f"fixed (crop): {fixed_files[0].name} is what is uploaded" in html
+
+        again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert again.stdout.startswith("3 photos: 2 passed (1 of them fixed), 1 rejected (blur 1)"), again.stderr
+        assert [p.stat().st_mtime_ns for p in (out / "fixed").iterdir()] == [stamp]
+        assert len(sb.records()["submits"]) == 2  # nothing submitted twice either
