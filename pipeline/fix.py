@@ -39,6 +39,7 @@ from .config import (
     LIGHT_TARGET_HIGHLIGHTS,
     LIGHT_TARGET_LUMA,
     RATIOS,
+    CheckConfig,
 )
 from .errors import InputError
 from .ingest import downscale, full_image, read_source
@@ -164,7 +165,7 @@ def _fix_at(checker: Checker, data: bytes, source_id: str, stem: str, ratio: str
         if face_side < FIX_MIN_FACE_PX:
             return refused(f"the face is {face_side} px; a photo of it alone needs at least {FIX_MIN_FACE_PX} px "
                            f"for a sharp 512 px video")
-        crops = _crops(report, ratio, checker)
+        crops = _crops(report, ratio, checker.config)
         if not crops:
             return refused("another face lies inside the area EMO animates (ext_bbox): no crop leaves it out")
     else:
@@ -227,11 +228,10 @@ def _problem(fresh: Report, face: XYXY, crop: XYXY, scale: float) -> str | None:
     return None
 
 
-def _crops(report: Report, ratio: str, checker: Checker) -> list[XYXY]:
+def _crops(report: Report, ratio: str, cfg: CheckConfig) -> list[XYXY]:
     """Crops to try, widest first: as much of the photo as the rules allow around the ext box,
     then tighter ones (FIX_TIGHTER_MARGINS). Empty when another face sits inside the ext box."""
     assert report.image is not None and report.face_bbox is not None and report.ext_bbox is not None
-    cfg = checker.config
     width, height = report.image.width, report.image.height
     ext = report.ext_bbox
     fx1, fy1, fx2, fy2 = report.face_bbox
@@ -244,24 +244,24 @@ def _crops(report: Report, ratio: str, checker: Checker) -> list[XYXY]:
     for box in sorted(others, key=lambda b: math.dist(centre, ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2))):
         if covered(box, limit) == 0.0:
             continue  # already cut away by an earlier edge
-        # the edge that leaves this face out: beside the ext box (the most area kept), or, for a
-        # face that reaches into it only a little, the ext box's own edge on that side
+        # the edge that leaves this face out: beside the ext box, on a side where the face lies
+        # apart from it (the one keeping the most area); for a face that reaches a little into
+        # the ext box, the ext box's own edge on the side the face sticks out most. The ext box
+        # always stays whole: it is what EMO animates.
+        gaps = (ext[0] - box[2], ext[1] - box[3], box[0] - ext[2], box[1] - ext[3])
+        if max(gaps) >= 0:
+            cuts = [(side, (box[2], box[3], box[0], box[1])[side]) for side, gap in enumerate(gaps) if gap >= 0]
+        elif covered(box, ext) <= 0.5:
+            side = int(np.argmax((ext[0] - box[0], ext[1] - box[1], box[2] - ext[2], box[3] - ext[3])))
+            cuts = [(side, ext[side])]
+        else:
+            return []
         options = []
-        for side, gap in enumerate((ext[0] - box[2], ext[1] - box[3], box[0] - ext[2], box[1] - ext[3])):
-            edge = (box[2], box[3], box[0], box[1])[side] if gap >= 0 else ext[side]
-            if gap < 0 and covered(box, ext) > 0.5:
-                continue
-            if gap < 0 and side != int(np.argmax((ext[0] - box[0], ext[1] - box[1], box[2] - ext[2],
-                                                   box[3] - ext[3]))):
-                continue
+        for side, edge in cuts:
             trial = list(limit)
             trial[side] = max(trial[side], edge) if side < 2 else min(trial[side], edge)
             options.append(((trial[2] - trial[0]) * (trial[3] - trial[1]), trial))
-        if not options:
-            return []
         limit = max(options)[1]
-    if not (limit[0] <= ext[0] and limit[1] <= ext[1] and limit[2] >= ext[2] and limit[3] >= ext[3]):
-        ext = (max(ext[0], limit[0]), max(ext[1], limit[1]), min(ext[2], limit[2]), min(ext[3], limit[3]))
     # the face's share of the height: at least FIX_MIN_FACE_H_SHARE; keep the width to the
     # photo's own proportion (landscape stays landscape, no wider)
     max_h = int((fy2 - fy1) / FIX_MIN_FACE_H_SHARE[ratio])

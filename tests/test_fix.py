@@ -226,3 +226,46 @@ def test_batch_fix_submits_the_fixed_photo_and_a_rerun_fixes_nothing_twice(tmp_p
         assert again.stdout.startswith("3 photos: 2 passed (1 of them fixed), 1 rejected (blur 1)"), again.stderr
         assert [p.stat().st_mtime_ns for p in (out / "fixed").iterdir()] == [stamp]
         assert len(sb.records()["submits"]) == 2  # nothing submitted twice either
+
+
+def _planned(size_wh, face, ext, others=(), ratio="1:1"):
+    from pipeline.config import DEFAULT_CONFIG
+    from pipeline.fix import _crops
+    from pipeline.ingest import ImageInfo
+    from pipeline.verdict import Report
+
+    image = ImageInfo(width=size_wh[0], height=size_wh[1], format="jpeg", exif_orientation=1, bytes=1)
+    report = Report("t.jpg", ratio, image, (), face_bbox=face, ext_bbox=ext,
+                    faces=((face, 0.9), *((box, 0.9) for box in others)))
+    return _crops(report, ratio, DEFAULT_CONFIG)
+
+
+def _holds(crop, box) -> bool:
+    return crop[0] <= box[0] and crop[1] <= box[1] and crop[2] >= box[2] and crop[3] >= box[3]
+
+
+@pytest.mark.parametrize(("size_wh", "face", "ext", "others", "ratio", "expect"), [
+    # a second face to the left: the widest crop starts where it ends, and keeps the full height
+    ((1600, 1000), (900, 300, 1100, 500), (750, 125, 1250, 625), [(300, 300, 500, 500)], "1:1",
+     lambda crops: crops[0] == (500, 0, 1600, 1000)),
+    # a second face below-left, apart both ways: the cut keeping more of the photo wins (above
+    # it), then the width is brought back to the photo's own 1.6:1 around the ext box
+    ((1600, 1000), (900, 100, 1100, 300), (750, 0, 1250, 450), [(300, 700, 500, 900)], "1:1",
+     lambda crops: crops[0] == (440, 0, 1560, 700)),
+    # a second face mostly inside the ext box: nothing to try
+    ((1600, 1000), (700, 300, 900, 500), (550, 125, 1050, 625), [(900, 300, 1100, 500)], "1:1",
+     lambda crops: crops == []),
+    # a small face in a tall photo: the crop is at most face height / 0.18 high, centred on it
+    ((2000, 6000), (900, 3000, 1100, 3200), (750, 2800, 1250, 3300), [], "1:1",
+     lambda crops: all(c[3] - c[1] <= 200 / 0.18 + 1 for c in crops) and crops[0][3] - crops[0][1] >= 1100),
+    # 3:4: the room left goes below the face first (the hips)
+    ((2000, 6000), (900, 1000, 1100, 1200), (660, 900, 1340, 1807), [], "3:4",
+     lambda crops: crops[0][1] == 900 and crops[0][3] == 900 + int(200 / 0.12)),
+])
+def test_crop_plans(size_wh, face, ext, others, ratio, expect):
+    crops = _planned(size_wh, face, ext, others, ratio)
+    assert expect(crops), crops
+    for crop in crops:
+        assert _holds(crop, ext) and min(crop[2] - crop[0], crop[3] - crop[1]) >= 400
+        assert 0 <= crop[0] < crop[2] <= size_wh[0] and 0 <= crop[1] < crop[3] <= size_wh[1]
+        assert not any(_holds(crop, other) for other in others)
