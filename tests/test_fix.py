@@ -103,15 +103,17 @@ def test_a_passing_photo_is_never_rewritten(checker, tmp_path):
 
 def test_a_photo_past_7000_px_is_downscaled_with_the_upload_forms_downscale(checker, tmp_path):
     big = tmp_path / "big.jpg"
-    with Image.open(SAMPLES / "astronaut.png") as im:
-        im.convert("RGB").resize((7200, 7200), Image.Resampling.LANCZOS).save(big, quality=90)
+    canvas = Image.new("RGB", (7200, 1800), (235, 235, 230))  # a wide photo: the face's share of the height
+    with Image.open(SAMPLES / "astronaut.png") as im:                # stays the sample's own
+        canvas.paste(im.convert("RGB").resize((1800, 1800), Image.Resampling.LANCZOS), (2700, 0))
+    canvas.save(big, quality=90)
     assert checker.check(big).errors[0].code == "image_too_large"
     result = fix(big, "1:1", out_dir=tmp_path / "out", checker=checker)
     _assert_honest_fix(result, checker)
-    assert result.operations == ("downscale",) and result.crop == (0, 0, 7200, 7200)
+    assert result.operations == ("downscale",) and result.crop == (0, 0, 7200, 1800)
     assert result.scale == pytest.approx(7000 / 7200)
     with Image.open(result.output) as written:
-        assert written.size == (7000, 7000)
+        assert written.size == (7000, 1750)
 
 
 def test_light_is_opt_in_and_reported(checker, tmp_path):
