@@ -38,6 +38,7 @@ from .config import (
     LIGHT_MIN_HIGHLIGHTS,
     LIGHT_TARGET_HIGHLIGHTS,
     LIGHT_TARGET_LUMA,
+    MAX_PIXELS,
     RATIOS,
     CheckConfig,
 )
@@ -211,7 +212,11 @@ def _refusal(report: Report, light: bool) -> str | None:
     mendable = set(_CROP_CODES) | {"image_too_large"} | (set(_LIGHT_CODES) if light else set())
     blocked = sorted({f.code for f in report.errors} - mendable, key=ORDER.index)
     if not blocked:
-        return None if report.loaded is not None and report.face_bbox is not None else "no face to work on"
+        if report.loaded is None:  # past MAX_PIXELS: refused before decoding, so no pixels to scale
+            first = report.errors[0]
+            return (f"{first.code}: {first.message}; a photo past {MAX_PIXELS} pixels is not decoded at all "
+                    f"(a guard against decompression bombs): downscale it with an image editor first")
+        return None
     return "; ".join(f"{code}: {NEVER_FIXED.get(code, _LIGHT_OFF)}" for code in blocked)
 
 

@@ -14,6 +14,7 @@ import cv2
 import pytest
 from conftest import DATA, DATA34, EMO_PREP, ROOT, SAMPLES, labels
 from PIL import Image
+from test_bad_input import _png_header_only
 
 from pipeline import FixResult, fix
 from pipeline.boxes import iou
@@ -158,6 +159,9 @@ def test_bad_input_is_refused_not_raised(checker, tmp_path):
     assert result.status == "refused" and result.reason.startswith("unreadable")
     missing = fix(tmp_path / "missing.jpg", "auto", out_dir=tmp_path / "out", checker=checker)
     assert missing.status == "refused" and missing.report.errors[0].code == "unreadable"
+    bomb = fix(_png_header_only(11_000, 10_000), "1:1", out_dir=tmp_path / "out", checker=checker, name="bomb.png")
+    assert bomb.status == "refused" and bomb.reason.startswith("image_too_large") and "not decoded" in bomb.reason
+    assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="ratio"):
         fix(junk, "16:9", checker=checker)
 
