@@ -127,6 +127,14 @@ def test_light_is_opt_in_and_reported(checker, tmp_path):
     after = cv2.cvtColor(cv2.imread(result.output), cv2.COLOR_BGR2GRAY)
     assert after.mean() > before.mean() + 20
 
+    washed = tmp_path / "washed.png"  # the sample blown out by a steep tone curve
+    with Image.open(SAMPLES / "astronaut.png") as im:
+        im.convert("RGB").point([min(255, round(255 * (v / 255) ** 0.12)) for v in range(256)] * 3).save(washed)
+    assert checker.check(washed).errors[0].code == "overexposed"
+    darker = fix(washed, "1:1", out_dir=tmp_path, checker=checker, light=True)
+    _assert_honest_fix(darker, checker)
+    assert darker.operations == ("light",) and darker.output.endswith("washed.fixed.png")
+
 
 def test_lossless_in_lossless_out_and_the_record(checker, tmp_path):
     png = tmp_path / "pair.png"
