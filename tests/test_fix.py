@@ -4,10 +4,12 @@ refused with a reason; what no change can mend is never fixed; a pass is never r
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import cv2
@@ -283,3 +285,28 @@ def test_crop_plans(size_wh, face, ext, others, ratio, expect):
         assert _holds(crop, ext) and min(crop[2] - crop[0], crop[3] - crop[1]) >= 400
         assert 0 <= crop[0] < crop[2] <= size_wh[0] and 0 <= crop[1] < crop[3] <= size_wh[1]
         assert not any(_holds(crop, other) for other in others)
+
+
+class _Samples(http.server.SimpleHTTPRequestHandler):
+    """Serves samples/ on loopback, quietly."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=str(SAMPLES), **kwargs)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_url_is_fixed_and_named_after_its_path(checker, tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Samples)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/astronaut_pair.jpg?size=full"
+        result = fix(url, "1:1", out_dir=tmp_path, checker=checker)
+        _assert_honest_fix(result, checker)
+        assert result.source == url and result.output == str(tmp_path / "astronaut_pair.fixed.jpg")
+        missing = fix(url.replace("astronaut_pair", "nothing"), "1:1", out_dir=tmp_path, checker=checker)
+        assert missing.status == "refused" and missing.reason.startswith("unreadable")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
