@@ -96,9 +96,11 @@ def test_what_no_change_can_mend_is_never_fixed(checker, tmp_path):
 
 
 def test_a_passing_photo_is_never_rewritten(checker, tmp_path):
-    rows = [r for r in labels(DATA) if r["expected"] == "pass"]
-    for row in rows:
-        result = fix(DATA / row["file"], "1:1", out_dir=tmp_path, checker=checker)
+    rows = [(folder, r, "1:1") for folder in (DATA, DATA2) for r in labels(folder) if r["expected"] == "pass"]
+    rows += [(DATA34, r, "3:4") for r in labels(DATA34) if r["expected_34"]["expected"] == "pass"]
+    assert len(rows) == 21 + 11 + 5
+    for folder, row, ratio in rows:
+        result = fix(folder / row["file"], ratio, out_dir=tmp_path, checker=checker, light=True)
         assert result.status == "pass" and result.output is None and result.crop is None, row["file"]
         assert result.report is result.source_report and result.report.ok
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
