@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     fix.add_argument("--preview", metavar="DIR", help="write a before/after picture per photo into DIR")
     fix.add_argument("--light", action="store_true",
                      help="also correct a dark or overexposed face (changes how the person looks)")
+    _geometry_option(fix)
     fix.set_defaults(run=_cmd_fix)
 
     audio = sub.add_parser(
@@ -259,7 +260,7 @@ def _cmd_fix(args: argparse.Namespace) -> int:
         _say("Error: no photos found in the given folders")
         return EXIT_ERROR
     counts = {"pass": 0, "fixed": 0, "refused": 0}
-    with Checker() as checker:
+    with Checker(geometry=args.geometry) as checker:
         for source in sources:
             result = fix(source, args.ratio, out_dir=args.out, light=args.light, checker=checker)
             counts[result.status] += 1
