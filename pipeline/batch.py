@@ -171,7 +171,7 @@ def _init_worker(geometry: Geometry) -> None:
 
 
 def _check_in_worker(job_id: str, photo: str, ratio: str, thumb_dir: str,
-                     fix_dir: str | None) -> tuple[str, dict[str, Any], str | None]:
+                     fix_dir: str | None = None) -> tuple[str, dict[str, Any], str | None]:
     """Check one photo (and with `fix_dir` fix it, see `fix_record`) and write its preview
     thumbnail; runs in a worker process."""
     import cv2
