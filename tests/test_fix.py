@@ -204,6 +204,8 @@ def test_cli_fix_json_exit_codes_and_previews(tmp_path):
     assert proc.stderr.splitlines() == [f"1 fixed, 0 passed as they are, 1 not fixed; fixed photos in {out}"]
 
     assert run("fix", "--ratio", "16:9", str(SAMPLES / "astronaut.png")).returncode == 2
+    no_geometry = run("fix", "--geometry", str(tmp_path / "missing.json"), str(SAMPLES / "astronaut.png"))
+    assert no_geometry.returncode == 2 and no_geometry.stderr.startswith("Error: geometry file")
     assert run("fix", str(tmp_path / "empty-folder-that-is-not-there")).returncode == 1
 
 
