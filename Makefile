@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/detectors.py
 	$(BIN)/python bench/hips.py
 	$(BIN)/python bench/derived.py
+	$(BIN)/python bench/fix.py
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/calibrate.py
 

@@ -13,12 +13,14 @@ from typing import Any
 from .config import CheckConfig
 from .errors import EmoPrepError, InputError, ModelError, UsageError
 from .findings import Finding
+from .fix import FixResult, fix
 from .geometry import crop_box
 from .ingest import load_image, upload_form
 from .verdict import Checker, Report, check
 
-__all__ = ["check", "check_audio", "Checker", "Report", "Finding", "CheckConfig", "load_image", "upload_form",
-           "crop_box", "EmoClient", "AsyncEmoClient", "EmoPrepError", "InputError", "ModelError", "UsageError"]
+__all__ = ["check", "check_audio", "fix", "FixResult", "Checker", "Report", "Finding", "CheckConfig", "load_image",
+           "upload_form", "crop_box", "EmoClient", "AsyncEmoClient", "EmoPrepError", "InputError", "ModelError",
+           "UsageError"]
 __version__ = "0.1.0"
 
 _LAZY = {"EmoClient": "client", "AsyncEmoClient": "client", "check_audio": "audio"}

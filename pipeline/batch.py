@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RATIOS, STYLE_LEVELS, VIDEO_MODEL
 from .findings import Finding
@@ -30,7 +30,11 @@ from .geometry import Geometry, resolve_geometry
 from .ingest import IMAGE_SUFFIXES
 from .ledger import Job, Ledger, job_key
 
-__all__ = ["BatchOptions", "BatchSummary", "Row", "read_rows", "run_batch", "SUBMITS_PER_SECOND", "QUEUE_AHEAD"]
+if TYPE_CHECKING:
+    from .fix import FixResult
+
+__all__ = ["BatchOptions", "BatchSummary", "Row", "read_rows", "run_batch", "fix_record", "upload_path",
+           "SUBMITS_PER_SECOND", "QUEUE_AHEAD"]
 
 #: The service takes at most 5 submits a second per account (spec section 4).
 SUBMITS_PER_SECOND = 5
@@ -59,6 +63,8 @@ class BatchOptions:
     poll_interval_s: float = 2.0
     geometry: Geometry | str | None = None
     """The box rules (a Geometry or a geometry file); None: $EMO_PREP_GEOMETRY, else the defaults."""
+    fix: bool = False
+    """Fix what an honest change can (pipeline.fix) and submit the fixed photo."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class BatchSummary:
     cost_cny: float
     stopped_by_budget: bool
     seconds: float
+    fixed: int = 0
+    """Passing jobs whose photo is a fixed copy of the source (batch --fix)."""
 
 
 def read_rows(options: BatchOptions) -> list[Row]:
@@ -162,21 +170,50 @@ def _init_worker(geometry: Geometry) -> None:
     _checker = Checker(geometry=geometry)
 
 
-def _check_in_worker(job_id: str, photo: str, ratio: str, thumb_dir: str) -> tuple[str, dict[str, Any], str | None]:
-    """Check one photo and write its preview thumbnail; runs in a worker process."""
+def _check_in_worker(job_id: str, photo: str, ratio: str, thumb_dir: str,
+                     fix_dir: str | None = None) -> tuple[str, dict[str, Any], str | None]:
+    """Check one photo (and with `fix_dir` fix it, see `fix_record`) and write its preview
+    thumbnail; runs in a worker process."""
     import cv2
 
-    from .preview import render_preview
+    from .preview import render_fix_preview, render_preview
 
-    report = _checker.check(photo, ratio=ratio)
-    picture = render_preview(report)
+    if fix_dir is None:
+        report = _checker.check(photo, ratio=ratio)
+        record, picture = report.to_dict(), render_preview(report)
+    else:
+        from .fix import fix
+
+        result = fix(photo, ratio, out_dir=fix_dir, checker=_checker, name=f"{job_id[:12]}-{Path(photo).name}")
+        record, picture = fix_record(result), render_fix_preview(result)
     scale = _THUMB_WIDTH / picture.shape[1]
     thumb = cv2.resize(picture, (_THUMB_WIDTH, max(1, round(picture.shape[0] * scale))), interpolation=cv2.INTER_AREA)
     path = Path(thumb_dir) / f"{job_id}.jpg"
     ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 75])
     if ok:
         path.write_bytes(buf.tobytes())
-    return job_id, report.to_dict(), str(path) if ok else None
+    return job_id, record, str(path) if ok else None
+
+
+def fix_record(result: FixResult) -> dict[str, Any]:
+    """The job's report under batch --fix: the check record of what will be uploaded (the fixed
+    photo when there is one, with `source` the original), plus `fix`: what was done and the
+    source's own check record, or why nothing was."""
+    if not result.fixed:
+        record = result.report.to_dict()
+        if result.status == "refused":
+            record["fix"] = {"fixed": False, "reason": result.reason}
+        return record
+    record = {**result.report.to_dict(), "source": result.source}
+    record["fix"] = {"fixed": True, "output": result.output, "operations": list(result.operations),
+                     "crop": list(result.crop), "scale": round(result.scale, 6),
+                     "source_report": result.source_report.to_dict()}
+    return record
+
+
+def upload_path(job: Job) -> str:
+    """The photo a job uploads: its fixed copy under batch --fix, else the photo itself."""
+    return ((job.report or {}).get("fix") or {}).get("output") or job.photo_path
 
 
 def _progress(total: int):
@@ -262,7 +299,9 @@ def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[
     workers = max(1, min(options.workers, len(work)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(options.geometry,)) as pool:
-        futures = [pool.submit(_check_in_worker, key, row.photo, row.ratio, str(out / "thumbs")) for row, key in work]
+        fix_dir = str(out / "fixed") if options.fix else None
+        futures = [pool.submit(_check_in_worker, key, row.photo, row.ratio, str(out / "thumbs"), fix_dir)
+                   for row, key in work]
         for future in as_completed(futures):
             key, report, thumb = future.result()
             row = rows_by_key[key]
@@ -290,7 +329,8 @@ def _summary(ledger: Ledger, jobs: list[Job], stopped: bool, seconds: float) -> 
         reasons=dict(reasons.most_common()), submitted=len(tasks),
         downloaded=sum(1 for t in tasks if t["downloaded_at"]), unknown=sum(j.state == "unknown" for j in jobs),
         failed=sum(j.state == "failed" for j in jobs), cost_cny=round(ledger.committed_cost(), 4),
-        stopped_by_budget=stopped, seconds=round(seconds, 1))
+        stopped_by_budget=stopped, seconds=round(seconds, 1),
+        fixed=sum(j.verdict == "pass" and bool(((j.report or {}).get("fix") or {}).get("fixed")) for j in jobs))
 
 
 def _first_error(job: Job) -> str:
@@ -385,7 +425,7 @@ def _submit_one(ledger: Ledger, client, job: Job, ambiguous_error, status_error,
     from .ingest import load_image, upload_form
     from .payload import VideoInput, VideoParameters, VideoSynthesisRequest
 
-    form = upload_form(load_image(job.photo_path))
+    form = upload_form(load_image(upload_path(job)))
     boxes = boxes_for_upload(tuple(job.face_bbox), tuple(job.ext_bbox), form.scale, (form.width, form.height),
                              job.ratio, geometry)
     if boxes is None:

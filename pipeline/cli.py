@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import CALIBRATE_SAMPLES, RATIOS, STYLE_LEVELS
+from .config import CALIBRATE_SAMPLES, FIX_OUT_DIR, RATIOS, STYLE_LEVELS
 
 __all__ = ["main"]
 
@@ -44,6 +44,27 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--preview", metavar="DIR", help="write a preview picture per photo into DIR")
     _geometry_option(check)
     check.set_defaults(run=_cmd_check)
+
+    fix = sub.add_parser(
+        "fix", help="turn rejected photos into passing ones where an honest change can (crop, downscale)",
+        description="Check each photo; when it fails for a reason a crop around the main face (other faces, a "
+                    "small face), a downscale (past 7000 px) or, with --light, an exposure curve can mend, write "
+                    "OUT/<name>.fixed.<jpg|png> and check that file again: only an output that passes is kept. "
+                    "A photo that passes is left alone; blur, pose, a covered or cut-off face, no face and hips "
+                    "outside a 3:4 frame are refused with the reason.",
+        epilog="example: emo-prep fix --ratio auto --out fixed/ --preview previews/ group.jpg",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    fix.add_argument("paths", nargs="+", metavar="PATH|URL", help="photos, folders of photos, or http(s) URLs")
+    fix.add_argument("--ratio", choices=[*RATIOS, "auto"], default="1:1",
+                     help="1:1, 3:4, or auto: 3:4 when the photo passes (or can be fixed) as a half-body shot, "
+                          "else 1:1; default 1:1")
+    fix.add_argument("--json", action="store_true", help="print one JSON object per photo (JSON lines)")
+    fix.add_argument("--out", metavar="DIR", default=FIX_OUT_DIR, help=f"where fixed photos go ({FIX_OUT_DIR}/)")
+    fix.add_argument("--preview", metavar="DIR", help="write a before/after picture per photo into DIR")
+    fix.add_argument("--light", action="store_true",
+                     help="also correct a dark or overexposed face (changes how the person looks)")
+    _geometry_option(fix)
+    fix.set_defaults(run=_cmd_fix)
 
     audio = sub.add_parser(
         "check-audio", help="check audio clips for emo-v1 (wav/mp3, < 15 MB, < 60 s, not silent)",
@@ -114,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--poll-interval", type=float, default=2.0, metavar="S",
                        help="seconds between task queries (the account allows 20 a second)")
     _geometry_option(batch)
+    batch.add_argument("--fix", action="store_true",
+                       help="fix what a crop or a downscale can (see `emo-prep fix`) into OUT/fixed/ and submit that")
     batch.set_defaults(run=_cmd_batch)
 
     ledger = sub.add_parser(
@@ -212,6 +235,48 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if args.preview:
             print(f"previews written to {args.preview}", file=sys.stderr)
     return EXIT_REJECTED if rejected else EXIT_OK
+
+
+def _fix_row(result) -> str:
+    if result.fixed:
+        report = result.report
+        kept = f"kept {list(result.crop)}" if "crop" in result.operations else "whole photo"
+        return (f"FIXED    {result.source} -> {result.output}  {' + '.join(result.operations)}: "
+                f"{kept} at scale {result.scale:.3f}\n         now {report.image.width}x"
+                f"{report.image.height}  face {list(report.face_bbox)} ext {list(report.ext_bbox)}"
+                f"  (was: {', '.join(f.code for f in result.source_report.errors)})")
+    word = "PASS" if result.status == "pass" else "REFUSED"
+    return f"{word:8s} {result.source}  {result.reason}"
+
+
+def _cmd_fix(args: argparse.Namespace) -> int:
+    from .fix import fix
+    from .ingest import expand_sources
+    from .preview import write_fix_preview
+    from .verdict import Checker
+
+    sources = list(expand_sources(args.paths))
+    if not sources:
+        _say("Error: no photos found in the given folders")
+        return EXIT_ERROR
+    counts = {"pass": 0, "fixed": 0, "refused": 0}
+    with Checker(geometry=args.geometry) as checker:
+        for source in sources:
+            result = fix(source, args.ratio, out_dir=args.out, light=args.light, checker=checker)
+            counts[result.status] += 1
+            if args.json:
+                print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+            else:
+                print(_fix_row(result) + (f"\n         ratio {result.ratio_reason}" if result.ratio_reason else ""),
+                      flush=True)
+            if args.preview:
+                write_fix_preview(result, args.preview)
+    if not args.json:
+        _say(f"{counts['fixed']} fixed, {counts['pass']} passed as they are, {counts['refused']} not fixed"
+             + (f"; fixed photos in {args.out}" if counts["fixed"] else ""))
+        if args.preview:
+            _say(f"previews written to {args.preview}")
+    return EXIT_REJECTED if counts["refused"] else EXIT_OK
 
 
 def _say(text: str) -> None:
@@ -416,10 +481,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     options = BatchOptions(input=args.input, audio=args.audio, manifest=args.manifest, ratio=args.ratio,
                            style=args.style, submit=args.submit, workers=args.workers, ledger=args.ledger,
                            out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed, force=args.force,
-                           poll_interval_s=args.poll_interval, geometry=args.geometry)
+                           poll_interval_s=args.poll_interval, geometry=args.geometry, fix=args.fix)
     summary = run_batch(options, say=_say)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.items())
-    print(f"{summary.jobs} photos: {summary.passed} passed, {summary.rejected} rejected"
+    fixed = f" ({summary.fixed} of them fixed)" if args.fix else ""
+    print(f"{summary.jobs} photos: {summary.passed} passed{fixed}, {summary.rejected} rejected"
           + (f" ({reasons})" if reasons else "") + f"; {summary.seconds:.1f} s")
     if args.submit:
         print(f"tasks {summary.submitted}, videos {summary.downloaded}, failed {summary.failed}, "

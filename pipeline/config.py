@@ -222,3 +222,34 @@ class CheckConfig:
 
 
 DEFAULT_CONFIG = CheckConfig()
+
+# --- fix (pipeline/fix.py): the smallest honest change that turns a reject into a pass ------
+#: A face with a shorter side than this (displayed pixels, after any downscale) is not cropped
+#: into a photo of its own: EMO animates the 2.5 F ext box in a 512 px frame, so a face under
+#: 100 px is upscaled more than 2x (a soft video); the smallest face of a dev pass is 125 px.
+FIX_MIN_FACE_PX = 100
+#: A crop keeps the face at least this share of its height: clear of face_too_small's limits
+#: (0.14 for 1:1, 0.09 for 3:4) by the detector box's jitter on a new framing (~20 %).
+FIX_MIN_FACE_H_SHARE = {"1:1": 0.18, "3:4": 0.12}
+#: Other faces are cut away from this share of the multiple_faces size rule (0.3 of the main
+#: face's side) up: a smaller face does not count before the crop nor after it, and the margin
+#: covers the detector boxes changing size on the new framing.
+FIX_OTHER_FACE_REL_SIDE = 0.8
+#: Extra context kept around the ext box, as a share of its side, by the second and third crop
+#: tried when a wider one fails its fresh check (other faces creep in): a little, then none.
+FIX_TIGHTER_MARGINS = (0.25, 0.0)
+#: JPEG qualities tried for a fixed photo, in order: the upload form's 95, then 100 when
+#: the 95 output fails its fresh check (the output must pass its own check).
+FIX_JPEG_QUALITIES = (95, 100)
+#: Source formats written back as PNG (lossless in, lossless out); everything else as JPEG.
+FIX_LOSSLESS_FORMATS = ("png", "bmp", "tiff", "gif")
+#: --light: the face's 90th-percentile grey level is brought to this (dev passes measure 116+;
+#: dark's limit is 45) ...
+LIGHT_TARGET_HIGHLIGHTS = 130.0
+#: ... and an overexposed face's mean grey level to this (the limit is 235, the warning 220).
+LIGHT_TARGET_LUMA = 190.0
+#: --light refuses a face whose lit parts are below this grey level: an 8-bit photo keeps only a
+#: handful of levels there, and stretching them shows noise and banding, not a face.
+LIGHT_MIN_HIGHLIGHTS = 8.0
+#: Where the output of `emo-prep fix` goes when --out is not given.
+FIX_OUT_DIR = "emo-fixed"

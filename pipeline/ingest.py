@@ -36,7 +36,7 @@ from .errors import InputError
 from .nativelog import quiet_native_stderr
 
 __all__ = ["ImageInfo", "LoadedImage", "UploadForm", "load_image", "decode_image",
-           "read_source", "expand_sources", "upload_form", "IMAGE_SUFFIXES"]
+           "read_source", "expand_sources", "upload_form", "full_image", "downscale", "IMAGE_SUFFIXES"]
 
 #: File name endings picked up when a directory is given (explicit paths are always read).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif", ".avif",
@@ -338,6 +338,31 @@ def _apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels
 
 
+def full_image(image: LoadedImage) -> Image.Image:
+    """The photo at full resolution as displayed: RGB, EXIF orientation applied, alpha
+    flattened on ALPHA_BACKGROUND_BGR. Decodes the original bytes again, in full."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in _header
+        im = ImageOps.exif_transpose(Image.open(io.BytesIO(image.data)))
+    if "A" in im.getbands() or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, tuple(reversed(ALPHA_BACKGROUND_BGR)))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return im.convert("RGB")
+
+
+def downscale(im: Image.Image, max_side: int) -> tuple[Image.Image, float]:
+    """`im` with its long side brought down to `max_side` (Lanczos), and the scale used
+    (new pixels per old pixel; 1.0 and the same image when it already fits)."""
+    long_side = max(im.width, im.height)
+    if long_side <= max_side:
+        return im, 1.0
+    scale = max_side / long_side
+    return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                     Image.Resampling.LANCZOS), scale
+
+
 def upload_form(image: LoadedImage, *, max_side: int = 7000) -> UploadForm:
     """The bytes to upload: the original when it needs no fix, else a normalised JPEG/PNG.
 
@@ -346,28 +371,12 @@ def upload_form(image: LoadedImage, *, max_side: int = 7000) -> UploadForm:
     so it is only called for photos that are about to be uploaded.
     """
     info = image.info
-    long_side = max(info.width, info.height)
     fixes = list(image.fixes)
-    if long_side > max_side:
+    if max(info.width, info.height) > max_side:
         fixes.append(f"downscaled_to_{max_side}")
     if not fixes:
         return UploadForm(image.data, info.format, info.width, info.height, 1.0, ())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # as in _header
-        im = ImageOps.exif_transpose(Image.open(io.BytesIO(image.data)))
-    has_alpha = "A" in im.getbands() or "transparency" in im.info
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, tuple(reversed(ALPHA_BACKGROUND_BGR)))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        im = flat
-    else:
-        im = im.convert("RGB")
-    scale = 1.0
-    if long_side > max_side:
-        scale = max_side / long_side
-        im = im.resize((max(1, round(info.width * scale)), max(1, round(info.height * scale))),
-                       Image.Resampling.LANCZOS)
+    im, scale = downscale(full_image(image), max_side)
     out = io.BytesIO()
     fmt = "png" if info.format == "png" else "jpeg"
     if fmt == "png":

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .boxes import XYXY
 from .config import OUTPUT_WH
+from .fix import FixResult
 from .verdict import Report
 
-__all__ = ["render_preview", "write_preview"]
+__all__ = ["render_preview", "write_preview", "render_fix_preview", "write_fix_preview"]
 
 _PHOTO_SIDE, _INSET_W, _LINE_H = 720, 256, 22
 _GREEN, _ORANGE, _RED, _WHITE, _GREY = (60, 200, 60), (0, 150, 255), (60, 60, 230), (255, 255, 255), (40, 40, 40)
+_CYAN = (230, 200, 0)
 
 
-def render_preview(report: Report) -> np.ndarray:
+def render_preview(report: Report, *, marks: Sequence[tuple[XYXY, tuple[int, int, int]]] = (),
+                   notes: Sequence[tuple[str, tuple[int, int, int]]] = ()) -> np.ndarray:
     """A BGR picture: photo with face box (green), ext box (orange) and other faces (red),
-    the ext crop at the service's output size as an inset, and one line per finding."""
+    the ext crop at the service's output size as an inset, and one line per finding.
+    `marks` are more boxes (displayed pixels, BGR colour) and `notes` more lines of text."""
     image = report.loaded
     if image is None:
         photo = np.full((240, _PHOTO_SIDE, 3), 90, np.uint8)
@@ -42,6 +48,8 @@ def render_preview(report: Report) -> np.ndarray:
         draw(report.ext_bbox, _ORANGE, 3)
     if report.face_bbox is not None:
         draw(report.face_bbox, _GREEN, 2)
+    for box, colour in marks:
+        draw(box, colour, 3)
 
     out_w, out_h = OUTPUT_WH[report.ratio]
     inset_h = round(_INSET_W * out_h / out_w)
@@ -58,6 +66,7 @@ def render_preview(report: Report) -> np.ndarray:
     lines += [(f"{f.severity}: {f.code}: {_ascii(f.message)}", _RED if f.severity == "error" else _ORANGE)
               for f in report.findings]
     lines += [(f"hint: {_ascii(f.hint)}", _WHITE) for f in report.errors[:1]]
+    lines += [(_ascii(text), colour) for text, colour in notes]
     width = photo.shape[1] + _INSET_W + 30
     height = max(photo.shape[0], inset_h + 30) + 20 + _LINE_H * len(lines) + 10
     canvas = np.full((height, width, 3), _GREY, np.uint8)
@@ -77,14 +86,46 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode()
 
 
-def write_preview(report: Report, folder: str | Path) -> Path:
-    """Write the preview as FOLDER/<photo name>.preview.jpg and return its path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(report.source).name) or "photo"
-    path = folder / f"{stem}.preview.jpg"
-    ok, buf = cv2.imencode(".jpg", render_preview(report), [cv2.IMWRITE_JPEG_QUALITY, 88])
+def _stem(source: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).name) or "photo"
+
+
+def _write_jpeg(picture: np.ndarray, path: Path, what: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, 88])
     if not ok:
-        raise OSError(f"could not encode the preview for {report.source}")
+        raise OSError(f"could not encode the preview for {what}")
     path.write_bytes(buf.tobytes())
     return path
+
+
+def write_preview(report: Report, folder: str | Path) -> Path:
+    """Write the preview as FOLDER/<photo name>.preview.jpg and return its path."""
+    return _write_jpeg(render_preview(report), Path(folder) / f"{_stem(report.source)}.preview.jpg", report.source)
+
+
+def render_fix_preview(result: FixResult) -> np.ndarray:
+    """Before and after side by side: the source's preview with the crop kept (cyan) and the
+    fix's verdict, and the fixed photo's own preview (its fresh check); a refused or passing
+    photo gets the first half only, with the reason."""
+    if result.fixed:
+        assert result.crop is not None and result.scale is not None
+        note = (f"FIXED: {', '.join(result.operations)}; crop {list(result.crop)} (cyan), scale {result.scale:.3f}",
+                _CYAN)
+    else:
+        note = (f"{'PASSES AS IT IS' if result.status == 'pass' else 'NOT FIXED'}: {result.reason}",
+                _GREEN if result.status == "pass" else _RED)
+    before = render_preview(result.source_report, marks=[(result.crop, _CYAN)] if result.crop else [],
+                            notes=[note])
+    if not result.fixed:
+        return before
+    after = render_preview(result.report)
+    height = max(before.shape[0], after.shape[0])
+    pad = [cv2.copyMakeBorder(p, 0, height - p.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=_GREY)
+           for p in (before, after)]
+    return np.hstack([pad[0], np.full((height, 6, 3), 200, np.uint8), pad[1]])
+
+
+def write_fix_preview(result: FixResult, folder: str | Path) -> Path:
+    """Write the before/after picture as FOLDER/<photo name>.fix.jpg and return its path."""
+    return _write_jpeg(render_fix_preview(result), Path(folder) / f"{_stem(result.source)}.fix.jpg", result.source)

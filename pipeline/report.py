@@ -1,4 +1,5 @@
-"""The batch report: OUT/report.jsonl (the check contract per photo plus job fields) and
+"""The batch report: OUT/report.jsonl (the check contract per photo plus job fields; under
+batch --fix, of the photo uploaded, with `fix` saying what was changed) and
 OUT/report.html, one self-contained page (thumbnails inlined) with a tile per photo, filters
 for passed / rejected / each reason (also as #passed, #rejected, #reason=CODE in the URL; a
 photo's reason is its first error, as in the summary table) and a summary table on top.
@@ -78,6 +79,12 @@ def _tile(job: Job, record: dict[str, Any], out: Path) -> str:
     items += "".join(f"<li class='w'>{html.escape(f['code'])} (warning): {html.escape(f['message'])}</li>"
                      for f in warnings)
     extra = []
+    fixed = record.get("fix") or {}
+    if fixed.get("fixed"):
+        extra.append(f"<span class='fix'>fixed ({html.escape(', '.join(fixed['operations']))}): "
+                     f"{html.escape(Path(fixed['output']).name)} is what is uploaded</span>")
+    elif fixed.get("reason"):
+        items += f"<li class='w'>not fixed: {html.escape(fixed['reason'])}</li>"
     if record.get("estimated_cost_cny") is not None:
         extra.append(f"cost est. CNY {record['estimated_cost_cny']:.2f}")
     if record.get("task_status"):
@@ -101,7 +108,7 @@ nav a.f{{display:inline-block;margin:.2em;padding:.2em .6em;border:1px solid #88
 text-decoration:none;color:#222;background:#fff}}
 #tiles{{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:1em}}
 .tile{{margin:0;background:#fff;border:2px solid #ccc;border-radius:6px;overflow:hidden}}
-.tile.pass{{border-color:#3a3}} .tile.reject{{border-color:#c33}}
+.tile.pass{{border-color:#3a3}} .tile.reject{{border-color:#c33}} .fix{{color:#07a}}
 .tile img{{width:100%;display:block}} figcaption{{padding:.5em;font-size:.9em}}
 .badge{{font-weight:bold}} .pass .badge{{color:#282}} .reject .badge{{color:#b22}}
 li.w{{color:#a60}} .err{{color:#b22}} [hidden]{{display:none}}

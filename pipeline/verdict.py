@@ -26,7 +26,7 @@ from .hands import HandFinder
 from .ingest import ImageInfo, LoadedImage, decode_image, read_source
 from .occlusion import Coverage, measure_coverage
 
-__all__ = ["Report", "Checker", "check"]
+__all__ = ["Report", "Checker", "check", "default_checker"]
 
 
 @dataclass(frozen=True)
@@ -221,10 +221,15 @@ _default: Checker | None = None
 _default_lock = threading.Lock()
 
 
-def check(source: str | os.PathLike[str] | bytes, ratio: str = "1:1") -> Report:
-    """Check one photo with a process-wide default Checker (created on first use)."""
+def default_checker() -> Checker:
+    """The process-wide Checker behind `check()` (created on first use)."""
     global _default
     with _default_lock:
         if _default is None:
             _default = Checker()
-    return _default.check(source, ratio)
+        return _default
+
+
+def check(source: str | os.PathLike[str] | bytes, ratio: str = "1:1") -> Report:
+    """Check one photo with a process-wide default Checker (created on first use)."""
+    return default_checker().check(source, ratio)

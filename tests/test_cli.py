@@ -65,7 +65,7 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     top = run("--help")
     assert top.returncode == 0
-    commands = ["check", "check-audio", "submit", "task", "sandbox", "batch", "ledger", "calibrate"]
+    commands = ["check", "check-audio", "fix", "submit", "task", "sandbox", "batch", "ledger", "calibrate"]
     for command in commands:
         proc = run(command, "--help")
         assert proc.returncode == 0 and "example: emo-prep " + command in proc.stdout

@@ -58,8 +58,9 @@ def test_unknown_ratio_is_refused(checker):
 
 def test_exported_members():
     assert sorted(pipeline.__all__) == sorted([
-        "check", "check_audio", "Checker", "Report", "Finding", "CheckConfig", "load_image", "upload_form",
-        "crop_box", "EmoClient", "AsyncEmoClient", "EmoPrepError", "InputError", "ModelError", "UsageError"])
+        "check", "check_audio", "fix", "FixResult", "Checker", "Report", "Finding", "CheckConfig", "load_image",
+        "upload_form", "crop_box", "EmoClient", "AsyncEmoClient", "EmoPrepError", "InputError", "ModelError",
+        "UsageError"])
 
 
 def test_library_use_leaves_stderr_clean_at_exit():
