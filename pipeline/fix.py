@@ -34,6 +34,7 @@ from .config import (
     FIX_MIN_FACE_PX,
     FIX_OTHER_FACE_REL_SIDE,
     FIX_OUT_DIR,
+    FIX_SAME_FACE_IOU,
     FIX_TIGHTER_MARGINS,
     LIGHT_MIN_HIGHLIGHTS,
     LIGHT_TARGET_HIGHLIGHTS,
@@ -228,8 +229,9 @@ def _problem(fresh: Report, face: XYXY, crop: XYXY, scale: float) -> str | None:
     assert fresh.face_bbox is not None
     x1, y1, x2, y2 = fresh.face_bbox
     back = (x1 / scale + crop[0], y1 / scale + crop[1], x2 / scale + crop[0], y2 / scale + crop[1])
-    if iou(back, face) < 0.5:
-        return "the face found after the change is not the photo's main face"
+    if iou(back, face) < FIX_SAME_FACE_IOU:
+        return (f"the face found after the change overlaps the photo's main face by {iou(back, face):.2f} "
+                f"(IoU), {FIX_SAME_FACE_IOU:g} needed: not clearly the same face")
     return None
 
 

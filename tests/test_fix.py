@@ -64,14 +64,11 @@ def test_every_small_face_or_group_dev_photo_is_fixed_onto_a_labelled_face_or_re
         assert 0 <= x1 < x2 <= row["width"] and 0 <= y1 < y2 <= row["height"]
         back = _back(result.report.face_bbox, result)
         overlap = max(iou(back, face) for face in row["faces"])
-        # 0.5 as the issue asks, but for dv039 (a collage): its face, looking down, measures 0.499
-        # against the label after the crop, where the source's own check box measures 0.55 (the
-        # detector boxes a face seen closer larger than the labeller did)
-        assert overlap >= (0.45 if row["file"] == "dv039.jpg" else 0.5), (row["file"], overlap)
+        assert overlap >= 0.5, (row["file"], overlap)
         fixed.append(row["file"])
-    # dv039 (a group: the check's main face kept), dv055 (two girls), dv057 (a small face);
-    # most others have faces under FIX_MIN_FACE_PX or another face inside the ext box
-    assert len(fixed) >= 3, fixed
+    # dv055 (two girls), dv057 (a small face); dv039's crop is refused (FIX_SAME_FACE_IOU); most
+    # others have faces under FIX_MIN_FACE_PX or another face inside the ext box
+    assert len(fixed) >= 2, fixed
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{f.rsplit('.', 1)[0]}.fixed.jpg" for f in fixed)
 
 
