@@ -9,6 +9,7 @@ settles it), and finished videos are downloaded as soon as they succeed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -65,6 +66,7 @@ class BatchOptions:
     """The box rules (a Geometry or a geometry file); None: $EMO_PREP_GEOMETRY, else the defaults."""
     fix: bool = False
     """Fix what an honest change can (pipeline.fix) and submit the fixed photo."""
+    wait_lock: bool = False
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,11 @@ def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: p
     out = Path(options.out)
     (out / "thumbs").mkdir(parents=True, exist_ok=True)
     rows = read_rows(options)
-    ledger = Ledger(options.ledger or out / "ledger.sqlite")
-    try:
+    # one submitting process per ledger, held from before its first check; check-only runs share
+    with Ledger(options.ledger or out / "ledger.sqlite") as ledger, (ledger.submit_lock(
+            wait=options.wait_lock, on_wait=lambda holder: say(
+                f"waiting for the other submitting emo-prep to finish with {ledger.path} ({holder})"))
+            if options.submit else contextlib.nullcontext()):
         audio_reports: dict[str, dict[str, Any]] = {}
         jobs: list[tuple[Row, str]] = []
         for row in rows:
@@ -263,8 +268,6 @@ def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: p
         seconds = time.monotonic() - started
         write_report(ledger, out, seconds=seconds)
         return _summary(ledger, summary_jobs, stopped, seconds)
-    finally:
-        ledger.close()
 
 
 def _audio_dict(report) -> dict[str, Any]:

@@ -137,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     _geometry_option(batch)
     batch.add_argument("--fix", action="store_true",
                        help="fix what a crop or a downscale can (see `emo-prep fix`) into OUT/fixed/ and submit that")
+    batch.add_argument("--wait-lock", action="store_true",
+                       help="with --submit: wait while another process submits from the same ledger (default: exit 2)")
     batch.set_defaults(run=_cmd_batch)
 
     ledger = sub.add_parser(
@@ -481,7 +483,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     options = BatchOptions(input=args.input, audio=args.audio, manifest=args.manifest, ratio=args.ratio,
                            style=args.style, submit=args.submit, workers=args.workers, ledger=args.ledger,
                            out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed, force=args.force,
-                           poll_interval_s=args.poll_interval, geometry=args.geometry, fix=args.fix)
+                           poll_interval_s=args.poll_interval, geometry=args.geometry, fix=args.fix,
+                           wait_lock=args.wait_lock)
     summary = run_batch(options, say=_say)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.items())
     fixed = f" ({summary.fixed} of them fixed)" if args.fix else ""

@@ -76,6 +76,11 @@ WAIT_TIMEOUT_S = 3 * 3600.0
 #: Largest result video accepted by download.
 MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024
 
+# --- ledger -------------------------------------------------------------------------------
+#: Seconds a ledger write waits for another process's transaction (each lasts milliseconds;
+#: 40 processes opening one new ledger at once finish well inside this).
+LEDGER_BUSY_TIMEOUT_S = 30.0
+
 # --- ingest -----------------------------------------------------------------------------
 #: Bytes read from any source; a 12 MP phone JPEG is 3-8 MB, the upload policy caps at 100 MB.
 MAX_INPUT_BYTES = 64 * 1024 * 1024

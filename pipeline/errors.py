@@ -5,6 +5,7 @@
     +-- ModelError              a model file is missing or its sha256 does not match MANIFEST
     +-- UsageError              misuse of our API (closed object, missing key, bad options)
     +-- GeometryError           a geometry file is unreadable, not JSON or holds a bad value
+    +-- LedgerLockedError       another process is submitting from the same ledger
     +-- APIError                anything between us and DashScope; carries request_id
         +-- APIConnectionError  no answer (refused, reset, DNS)
         |   +-- APITimeoutError     ... within the time limit
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EmoPrepError", "InputError", "ModelError", "UsageError", "APIError", "APIConnectionError",
+__all__ = ["EmoPrepError", "InputError", "ModelError", "UsageError", "LedgerLockedError", "APIError", "APIConnectionError",
            "APITimeoutError", "APIStatusError", "AuthenticationError", "ThrottledError",
            "InvalidRequestError", "ServerError", "PortraitRejected", "TaskFailed", "TaskTimeout",
            "AmbiguousSubmitError", "GeometryError"]
@@ -67,6 +68,14 @@ class GeometryError(EmoPrepError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.message} (hint: {self.hint})"
+
+
+class LedgerLockedError(EmoPrepError):
+    """A ledger's submit lock is held by another process; `holder` names it (pid, host, since)."""
+
+    def __init__(self, message: str, *, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class APIError(EmoPrepError):

@@ -15,13 +15,19 @@ attempt), tasks (every task id ever created), events (timestamped history).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .config import LEDGER_BUSY_TIMEOUT_S
+from .errors import LedgerLockedError
 
 __all__ = ["Ledger", "Job", "job_key", "LEDGER_SCHEMA_VERSION"]
 
@@ -107,6 +113,16 @@ class Job:
     audio_sha256: str | None
 
 
+def _lock_holder(fd: int) -> str:
+    """Who holds a submit lock, from the record its holder wrote into the lock file."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record["since"])))
+        return f"pid {int(record['pid'])} on {record['host']}, since {since}"
+    except (ValueError, KeyError, TypeError, OSError):
+        return "a process that has not written its name yet"
+
+
 def _loads(text: str | None) -> Any:
     return json.loads(text) if text else None
 
@@ -117,9 +133,9 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db = sqlite3.connect(self.path, timeout=LEDGER_BUSY_TIMEOUT_S, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal_on()
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
@@ -144,17 +160,63 @@ class Ledger:
             raise
         self._db.execute("COMMIT")
 
+    def _wal_on(self) -> None:
+        """Switch to WAL. The switch needs the file to itself and SQLite answers 'database is
+        locked' at once (no busy wait) while another process opens it: retry until the timeout."""
+        deadline = time.monotonic() + LEDGER_BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > LEDGER_SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has ledger schema {version}; this emo-prep knows up to "
-                               f"{LEDGER_SCHEMA_VERSION}: upgrade emo-prep")
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+        """Each migration in its own write transaction, the version read inside it: processes
+        opening a new ledger at once run every migration exactly once between them."""
+        while True:
             with self.atomic() as db:
-                for statement in script.split(";"):
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > LEDGER_SCHEMA_VERSION:
+                    raise RuntimeError(f"{self.path} has ledger schema {version}; this emo-prep knows up to "
+                                       f"{LEDGER_SCHEMA_VERSION}: upgrade emo-prep")
+                if version == LEDGER_SCHEMA_VERSION:
+                    return
+                for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
                         db.execute(statement)
-                db.execute(f"PRAGMA user_version={number}")
+                db.execute(f"PRAGMA user_version={version + 1}")
+
+    @contextlib.contextmanager
+    def submit_lock(self, *, wait: bool = False, on_wait: Any = None) -> Iterator[None]:
+        """Hold the ledger's one submit lock (an flock on FILE.lock) for the block.
+
+        The kernel releases it when the process ends in any way, so a crash leaves nothing
+        stale. When another process holds it: raise LedgerLockedError naming the holder, or
+        with `wait` call `on_wait(holder)` and block until it is free.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(fd)
+                if not wait:
+                    raise LedgerLockedError(
+                        f"ledger {self.path} is in use by another submitting emo-prep ({holder}); wait for it "
+                        f"to end, or pass --wait-lock to wait", holder=holder) from None
+                if on_wait is not None:
+                    on_wait(holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record.encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the only descriptor releases the flock
 
     def _event(self, db: sqlite3.Connection, what: str, *, job_id: str | None = None,
                task_id: str | None = None, detail: Any = None) -> None:
@@ -180,8 +242,11 @@ class Ledger:
 
     def record_check(self, job_id: str, *, verdict: str, report: dict[str, Any], audio: dict[str, Any] | None,
                      cost_estimate: float | None, thumbnail: str | None) -> None:
+        """The check's verdict of a new job (a job another process has checked meanwhile keeps its state)."""
         state = "checked" if verdict == "pass" else "rejected"
         with self.atomic() as db:
+            if db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()[0] != "new":
+                return
             db.execute("UPDATE jobs SET state=?, verdict=?, report_json=?, audio_json=?, face_bbox=?, ext_bbox=?,"
                        " cost_estimate=?, thumbnail=?, updated_at=? WHERE job_id=?",
                        (state, verdict, json.dumps(report, ensure_ascii=False),
@@ -192,7 +257,10 @@ class Ledger:
                         detail=[f["code"] for f in report.get("findings", []) if f["severity"] == "error"])
 
     def set_state(self, job_id: str, state: str, *, error: str | None = None) -> None:
+        """Move a job to `state`; a downloaded job stays downloaded (only a new submit moves it)."""
         with self.atomic() as db:
+            if db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()[0] == "downloaded":
+                return
             db.execute("UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE job_id=?",
                        (state, error, time.time(), job_id))
             self._event(db, f"job {state}", job_id=job_id, detail=error)
@@ -261,18 +329,21 @@ class Ledger:
         """The service answered the submit with an error: no task was made."""
         with self.atomic() as db:
             job_id = db.execute("SELECT job_id FROM submits WHERE submit_id=?", (submit_id,)).fetchone()[0]
-            db.execute("UPDATE submits SET outcome='refused', detail=? WHERE submit_id=?", (error, submit_id))
-            db.execute("UPDATE jobs SET state='failed', last_error=?, updated_at=? WHERE job_id=?",
-                       (error, time.time(), job_id))
+            db.execute("UPDATE submits SET outcome='refused', detail=? WHERE submit_id=? AND outcome='pending'",
+                       (error, submit_id))
+            db.execute("UPDATE jobs SET state='failed', last_error=?, updated_at=? WHERE job_id=?"
+                       " AND state='submitting'", (error, time.time(), job_id))
             self._event(db, "submit refused", job_id=job_id, detail=error)
 
     def submit_unknown(self, submit_id: int, detail: str) -> None:
-        """Sent, no answer, not found in the task list: a person must settle it."""
+        """Sent, no answer, not found in the task list: a person must settle it. A submit that
+        has its task id, and a job that has moved on (a task, a video), never go back."""
         with self.atomic() as db:
             job_id = db.execute("SELECT job_id FROM submits WHERE submit_id=?", (submit_id,)).fetchone()[0]
-            db.execute("UPDATE submits SET outcome='unknown', detail=? WHERE submit_id=?", (detail, submit_id))
-            db.execute("UPDATE jobs SET state='unknown', last_error=?, updated_at=? WHERE job_id=?",
-                       (detail, time.time(), job_id))
+            db.execute("UPDATE submits SET outcome='unknown', detail=? WHERE submit_id=?"
+                       " AND outcome IN ('pending','unknown') AND task_id IS NULL", (detail, submit_id))
+            db.execute("UPDATE jobs SET state='unknown', last_error=?, updated_at=? WHERE job_id=?"
+                       " AND state IN ('submitting','unknown')", (detail, time.time(), job_id))
             self._event(db, "submit unknown", job_id=job_id, detail=detail)
 
     def settle(self, job_id: str, task_id: str | None) -> None:
@@ -313,9 +384,9 @@ class Ledger:
             if old and old["status"] != status:
                 state = {"SUCCEEDED": "succeeded", "FAILED": "failed", "CANCELED": "failed",
                          "UNKNOWN": "failed"}.get(status)
-                if state:
-                    db.execute("UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE job_id=?",
-                               (state, error, time.time(), old["job_id"]))
+                if state:  # a video already downloaded stays the job's result
+                    db.execute("UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE job_id=?"
+                               " AND state != 'downloaded'", (state, error, time.time(), old["job_id"]))
                 self._event(db, f"task {status}", job_id=old["job_id"], task_id=task_id, detail=error)
 
     def download_started(self, task_id: str, path: str) -> None:
