@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EmoPrepError", "InputError", "ModelError", "UsageError", "LedgerLockedError", "APIError", "APIConnectionError",
-           "APITimeoutError", "APIStatusError", "AuthenticationError", "ThrottledError",
+__all__ = ["EmoPrepError", "InputError", "ModelError", "UsageError", "LedgerLockedError", "APIError",
+           "APIConnectionError", "APITimeoutError", "APIStatusError", "AuthenticationError", "ThrottledError",
            "InvalidRequestError", "ServerError", "PortraitRejected", "TaskFailed", "TaskTimeout",
            "AmbiguousSubmitError", "GeometryError"]
 
