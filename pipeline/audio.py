@@ -90,7 +90,7 @@ def check_audio(source: str | os.PathLike[str] | bytes, *, source_id: str | None
             if not container.streams.audio:
                 return _failed(name, len(data), "audio_unreadable", f"{name}: no audio stream")
             samples, rate, square_sum, count = _decode(container)
-    except (av.FFmpegError, ValueError, IndexError) as exc:
+    except Exception as exc:  # untrusted bytes: whatever FFmpeg or PyAV raise is this clip's
         return _failed(name, len(data), "audio_unreadable", f"{name}: not decodable audio ({type(exc).__name__})")
     if fmt is None:
         return _failed(name, len(data), "audio_unsupported_format", f"{name}: unknown audio container")
@@ -102,7 +102,11 @@ def check_audio(source: str | os.PathLike[str] | bytes, *, source_id: str | None
     fixes: tuple[str, ...] = ()
     upload = data
     if fmt not in ("wav", "mp3"):
-        upload = _to_wav(data)
+        try:
+            upload = _to_wav(data)
+        except Exception as exc:  # decoded once, but the conversion met what the measure let pass
+            return _failed(name, len(data), "audio_unreadable", f"{name}: cannot be converted to WAV "
+                                                                f"({type(exc).__name__})")
         fixes = (f"converted_from_{fmt}",)
     findings: list[Finding] = []
     if len(upload) >= AUDIO_MAX_BYTES:

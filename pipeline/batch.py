@@ -20,6 +20,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -289,10 +290,8 @@ def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[
     problems = {key: row for row, key in todo if row.problem}
     for key, row in problems.items():
         finding = Finding("manifest_invalid", "error", f"manifest row {row.row + 1}: {row.problem}")
-        ledger.record_check(key, verdict="reject", report={"source": row.photo, "ok": False, "ratio": row.ratio,
-                                                          "image": None, "faces": [],
-                                                          "findings": [finding.to_dict()], "fixes": []},
-                            audio=None, cost_estimate=None, thumbnail=None)
+        ledger.record_check(key, verdict="reject", report=_failed_report(row, finding), audio=None,
+                            cost_estimate=None, thumbnail=None)
     work = [(row, key) for row, key in todo if key not in problems]
     if not work:
         return
@@ -303,11 +302,19 @@ def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(options.geometry,)) as pool:
         fix_dir = str(out / "fixed") if options.fix else None
-        futures = [pool.submit(_check_in_worker, key, row.photo, row.ratio, str(out / "thumbs"), fix_dir)
-                   for row, key in work]
+        futures = {pool.submit(_check_in_worker, key, row.photo, row.ratio, str(out / "thumbs"), fix_dir): key
+                   for row, key in work}
         for future in as_completed(futures):
-            key, report, thumb = future.result()
+            key = futures[future]
             row = rows_by_key[key]
+            try:
+                _, report, thumb = future.result()
+            except BrokenProcessPool:
+                raise
+            except Exception as exc:  # one photo's failure is its own record; the run goes on
+                report = _failed_report(row, Finding("unreadable", "error", f"{row.photo}: the check failed "
+                                                                           f"({type(exc).__name__}: {str(exc)[:200]})"))
+                thumb = None
             audio = audio_reports.get(row.audio) if row.audio else None
             if options.submit and row.audio is None:
                 audio = {"source": None, "ok": False, "findings": [Finding(
@@ -321,6 +328,12 @@ def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[
             bar.set_postfix(counts, refresh=False)
             bar.update(1)
     bar.close()
+
+
+def _failed_report(row: Row, finding: Finding) -> dict[str, Any]:
+    """The check JSON of a row that could not be checked."""
+    return {"source": row.photo, "ok": False, "ratio": row.ratio, "image": None, "faces": [],
+            "findings": [finding.to_dict()], "fixes": []}
 
 
 def _summary(ledger: Ledger, jobs: list[Job], stopped: bool, seconds: float) -> BatchSummary:

@@ -33,7 +33,7 @@ from .config import (
     WORK_LONG_SIDE,
 )
 from .errors import InputError
-from .nativelog import quiet_native_stderr
+from .nativelog import captured_native_stderr
 
 __all__ = ["ImageInfo", "LoadedImage", "UploadForm", "load_image", "decode_image",
            "read_source", "expand_sources", "upload_form", "full_image", "downscale", "IMAGE_SUFFIXES"]
@@ -203,7 +203,39 @@ def _register_plugins() -> None:
 
 
 def decode_image(data: bytes, source: str) -> LoadedImage:
-    """Decode bytes into a LoadedImage; raises InputError with a check code on bad input."""
+    """Decode bytes into a LoadedImage; raises InputError with a check code on bad input.
+
+    The bytes are untrusted: whatever a decoder raises (RuntimeError from libheif, IndexError
+    or struct.error from a damaged TIFF directory, ...) becomes `unreadable` for this photo,
+    and what the native decoders and Pillow say about the damage is kept off stderr and
+    quoted in the message.
+    """
+    said: list[str] = []
+    try:
+        with captured_native_stderr(said), warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            return _decode(data, source)
+    except InputError as exc:
+        if exc.code != "unreadable" or not (said or warned):
+            raise
+        raise InputError(exc.code, f"{exc.message} ({_decoder_words(said, warned)})", hint=exc.hint, value=exc.value,
+                         limit=exc.limit) from exc
+    except MemoryError as exc:
+        raise InputError("image_too_large", f"{source}: not enough memory to decode this image",
+                         hint="Use a photo at most 7000 px on the longer side.") from exc
+    except Exception as exc:  # untrusted bytes: any decoder failure is this photo's
+        words = _decoder_words(said, warned) if (said or warned) else str(exc)[:200]
+        raise InputError("unreadable", f"{source}: the image data is damaged ({type(exc).__name__}: {words})"
+                         ) from exc
+
+
+def _decoder_words(said: list[str], warned: list[warnings.WarningMessage]) -> str:
+    """The first thing the decoders said about the damage, one short line."""
+    first = said[0] if said else str(warned[0].message)
+    return f"decoder: {first.strip()[:200]}"
+
+
+def _decode(data: bytes, source: str) -> LoadedImage:
     im, fmt, orientation = _header(data, source)
     sw, sh = im.size
     if sw < 1 or sh < 1:
@@ -263,8 +295,7 @@ def _decode_jpeg_reduced(data: bytes, sw: int, sh: int, source: str) -> np.ndarr
         raise InputError("unreadable", f"{source}: JPEG data is truncated (no end-of-image marker)")
     k = _reduction(max(sw, sh))
     buf = np.frombuffer(data, dtype=np.uint8)
-    with quiet_native_stderr():  # libjpeg warns about data it recovers from
-        pixels = cv2.imdecode(buf, _REDUCED_FLAGS[k] | cv2.IMREAD_IGNORE_ORIENTATION)
+    pixels = cv2.imdecode(buf, _REDUCED_FLAGS[k] | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None:
         raise InputError("unreadable", f"{source}: JPEG could not be decoded")
     if pixels.shape[:2] != (math.ceil(sh / k), math.ceil(sw / k)):
@@ -274,8 +305,7 @@ def _decode_jpeg_reduced(data: bytes, sw: int, sh: int, source: str) -> np.ndarr
 
 def _decode_opencv(data: bytes, source: str) -> tuple[np.ndarray, list[str]]:
     buf = np.frombuffer(data, dtype=np.uint8)
-    with quiet_native_stderr():  # libpng / libwebp complain about the corrupt data we report
-        pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    pixels = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None:
         raise InputError("unreadable", f"{source}: image data could not be decoded (truncated or corrupt)")
     return _normalise(pixels)
