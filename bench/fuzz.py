@@ -72,9 +72,10 @@ def _runner(target: str, engine: str, seconds: float):
 
     stats = {"target": target, "engine": engine, "executions": 0, "failures": collections.Counter(),
              "stderr_lines": 0, "stderr_sample": []}
-    started = time.monotonic()
+    started = [0.0]  # the clock starts at the first input, after atheris has instrumented the code
 
     def one(data: bytes) -> None:
+        started[0] = started[0] or time.monotonic()
         stats["executions"] += 1
         said: list[str] = []
         try:
@@ -84,8 +85,8 @@ def _runner(target: str, engine: str, seconds: float):
             stats["failures"][f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
         stats["stderr_lines"] += len(said)
         stats["stderr_sample"] = (stats["stderr_sample"] + said)[:5]
-        if time.monotonic() - started > seconds:
-            stats.update(seconds=round(time.monotonic() - started, 1), failures=dict(stats["failures"]))
+        if time.monotonic() - started[0] > seconds:
+            stats.update(seconds=round(time.monotonic() - started[0], 1), failures=dict(stats["failures"]))
             print(json.dumps(stats), flush=True)
             os._exit(0)  # libFuzzer never returns; the figures are out
     return one

@@ -43,6 +43,11 @@ SUBMITS_PER_SECOND = 5
 #: Tasks kept waiting ahead of the one that runs (one runs at a time per account): enough to
 #: keep the account busy, few enough not to flood the queue.
 QUEUE_AHEAD = 2
+#: Service answers that are about the account, not the photo (spec section 6): stop the batch.
+ACCOUNT_ERROR_CODES = ("Arrearage", "InvalidApiKey", "AccessDenied.Unpurchased", "Model.AccessDenied",
+                       "Workspace.AccessDenied")
+#: Photos in a row whose submit failed with 5xx/429 after all retries before the batch stops.
+SERVICE_FAILURE_STREAK = 3
 #: An oss:// upload lives 48 h (spec 5); reuse one only with this much life left.
 UPLOAD_LIFETIME_S, UPLOAD_REUSE_MARGIN_S = 48 * 3600.0, 6 * 3600.0
 _THUMB_WIDTH = 360
@@ -259,16 +264,15 @@ def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: p
                 audio_reports[row.audio] = _audio_dict(check_audio(row.audio))
         if todo:
             _check_all(ledger, todo, audio_reports, options, out, estimate_cost)
-        summary_jobs = ledger.jobs()
-        stopped = False
-        if options.submit:
-            stopped = _submit_all(ledger, options, out, say)
-            summary_jobs = ledger.jobs()
         from .report import write_report
 
-        seconds = time.monotonic() - started
-        write_report(ledger, out, seconds=seconds)
-        return _summary(ledger, summary_jobs, stopped, seconds)
+        stopped = False
+        try:
+            if options.submit:
+                stopped = _submit_all(ledger, options, out, say)
+        finally:  # also when an account-wide error stops the submitting: the report shows where it stopped
+            write_report(ledger, out, seconds=time.monotonic() - started)
+        return _summary(ledger, ledger.jobs(), stopped, time.monotonic() - started)
 
 
 def _audio_dict(report) -> dict[str, Any]:
@@ -344,8 +348,8 @@ def _summary(ledger: Ledger, jobs: list[Job], stopped: bool, seconds: float) -> 
         rejected=sum(j.verdict == "reject" for j in jobs),
         reasons=dict(reasons.most_common()), submitted=len(tasks),
         downloaded=sum(1 for t in tasks if t["downloaded_at"]), unknown=sum(j.state == "unknown" for j in jobs),
-        failed=sum(j.state == "failed" for j in jobs), cost_cny=round(ledger.committed_cost(), 4),
-        stopped_by_budget=stopped, seconds=round(seconds, 1),
+        failed=sum(j.state in ("failed", "download_failed", "expired") for j in jobs),
+        cost_cny=round(ledger.committed_cost(), 4), stopped_by_budget=stopped, seconds=round(seconds, 1),
         fixed=sum(j.verdict == "pass" and bool(((j.report or {}).get("fix") or {}).get("fixed")) for j in jobs))
 
 
@@ -363,12 +367,13 @@ def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[
     from .client import EmoClient
     from .errors import AmbiguousSubmitError, APIStatusError, InputError
 
+    streak = [0]  # service failures in a row
     with EmoClient(poll_initial_s=options.poll_interval_s, poll_max_s=options.poll_interval_s) as client:
         _reconcile(ledger, client, say)
         active: dict[str, str] = {t["task_id"]: t["job_id"] for t in ledger.tasks()
                                   if t["status"] not in ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")}
         for t in ledger.tasks():  # succeeded before a stop but not downloaded yet
-            if t["status"] == "SUCCEEDED" and not t["downloaded_at"]:
+            if t["status"] == "SUCCEEDED" and not t["downloaded_at"] and ledger.job(t["job_id"]).state != "expired":
                 active[t["task_id"]] = t["job_id"]
         queue = deque(j for j in ledger.jobs() if _wants_submit(ledger, j, options))
         stopped = False
@@ -391,10 +396,12 @@ def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[
                                           options.geometry)
                 except (APIStatusError, InputError, ValueError, OSError) as exc:  # this job only: the photo
                     # changed or vanished since its check, or the service refused an upload or the submit
+                    _stop_if_account_wide(exc, streak, len(queue) + 1, say)
                     if ledger.job(job.job_id).state != "failed":
                         ledger.set_state(job.job_id, "failed", error=str(exc))
                     say(f"{Path(job.photo_path).name}: {exc}")
                     continue
+                streak[0] = 0
                 if task_id:
                     active[task_id] = job.job_id
             for task_id in list(active):
@@ -403,6 +410,21 @@ def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[
             if active:
                 time.sleep(options.poll_interval_s / max(1, len(active)))
         return stopped
+
+
+def _stop_if_account_wide(exc: Exception, streak: list[int], waiting: int, say: Callable[[str], None]) -> None:
+    """Re-raise what no other photo would fare better with: the key or the account refused
+    (401/403, Arrearage, service not activated), or the service failing call after call."""
+    from .errors import AuthenticationError, ServerError, ThrottledError
+
+    account = isinstance(exc, AuthenticationError) or getattr(exc, "code", None) in ACCOUNT_ERROR_CODES
+    streak[0] = streak[0] + 1 if isinstance(exc, (ServerError, ThrottledError)) else 0
+    if account or streak[0] >= SERVICE_FAILURE_STREAK:
+        why = "the service refuses this key or account" if account else \
+            f"the service failed {streak[0]} photos in a row, each after its retries"
+        say(f"stopping the batch: {why}; {waiting} photo(s) not submitted, nothing recorded against them. "
+            f"Fix it and run the same command again to continue.")
+        raise exc
 
 
 def _wants_submit(ledger: Ledger, job: Job, options: BatchOptions) -> bool:
@@ -512,6 +534,41 @@ def _reconcile(ledger: Ledger, client, say, *, only: int | None = None) -> str |
     return None
 
 
+def _download(ledger: Ledger, client, task_id: str, job_id: str, video_url: str, out: Path, say) -> None:
+    """Download a finished video. A failure is this job's, recorded with its reason: an
+    unwritable folder leaves it for the next run (`download_failed`); a result gone from the
+    service (403/404) is asked for once more, then marked `expired`."""
+    from .errors import APIError, APIStatusError
+
+    job = ledger.job(job_id)
+    name = Path(job.photo_path).name
+    dest = out / "videos" / f"{Path(job.photo_path).stem}-{task_id[:8]}.mp4"
+    for again in (False, True):
+        ledger.download_started(task_id, str(dest))
+        try:
+            path = client.download(video_url, dest)
+        except OSError as exc:
+            reason = f"cannot write {dest}: {exc.strerror or exc}"
+            ledger.download_failed(task_id, "download_failed", reason)
+            say(f"{name}: {reason}; run again to download it")
+            return
+        except APIError as exc:
+            gone = isinstance(exc, APIStatusError) and exc.status_code in (403, 404)
+            if gone and not again:
+                video_url = client.get_task(task_id).video_url or video_url  # the task may still answer
+                continue
+            if gone:
+                ledger.download_failed(task_id, "expired", f"the video is gone from the service: {exc}")
+                say(f"{name}: the video of task {task_id} has expired ({exc})")
+            else:  # retries spent on a broken connection or a failing server: the next run tries again
+                ledger.download_failed(task_id, "download_failed", str(exc))
+                say(f"{name}: download failed: {exc}; run again to download it")
+            return
+        ledger.mark_downloaded(task_id, str(path), path.stat().st_size)
+        say(f"{name}: video {path}")
+        return
+
+
 def _poll_one(ledger: Ledger, client, task_id: str, job_id: str, out: Path, say) -> bool:
     """Query a task, record it, download a finished video; True when the task needs no more."""
     task = client.get_task(task_id)
@@ -519,12 +576,7 @@ def _poll_one(ledger: Ledger, client, task_id: str, job_id: str, out: Path, say)
     ledger.update_task(task_id, status, usage=task.usage.model_dump() if task.usage else None,
                        video_url=task.video_url, error=task.output.message)
     if status == "SUCCEEDED" and task.video_url:
-        job = ledger.job(job_id)
-        dest = out / "videos" / f"{Path(job.photo_path).stem}-{task_id[:8]}.mp4"
-        ledger.download_started(task_id, str(dest))
-        path = client.download(task.video_url, dest)
-        ledger.mark_downloaded(task_id, str(path), path.stat().st_size)
-        say(f"{Path(job.photo_path).name}: video {path}")
+        _download(ledger, client, task_id, job_id, task.video_url, out, say)
         return True
     if status in ("FAILED", "CANCELED", "UNKNOWN"):
         say(f"task {task_id}: {status} {task.output.message or ''}".rstrip())

@@ -358,6 +358,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
                           args.audio_url or f"oss://<upload of {args.audio}>", face, ext)
         print(json.dumps({"request": planned.model_dump(), "estimated_cost_cny": cost}, ensure_ascii=False))
         return EXIT_OK
+    output = args.output or str(Path(args.photo).with_suffix(".mp4").name)
+    problem = _unwritable(output) if args.wait else None
+    if problem:  # found out before anything is uploaded or paid for
+        _say(f"Error: {problem}; choose another -o")
+        return EXIT_ERROR
     from .client import EmoClient
     from .errors import PortraitRejected
 
@@ -390,7 +395,23 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         if not args.wait:
             _say(f"submitted; follow it with: emo-prep task {task_id} --wait -o OUT.mp4")
             return EXIT_OK
-        return _wait_and_download(client, task_id, args.output or str(Path(args.photo).with_suffix(".mp4").name))
+        return _wait_and_download(client, task_id, output)
+
+
+def _unwritable(path: str) -> str | None:
+    """Why the video could not be written to `path` (None when it can), by writing a probe."""
+    import tempfile
+
+    target = Path(path)
+    if target.is_dir():
+        return f"{path} is a folder, not a file name"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None
 
 
 def _wait_and_download(client, task_id: str, output: str | None) -> int:

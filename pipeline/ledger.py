@@ -40,7 +40,7 @@ _MIGRATIONS: list[str] = [
         audio_path TEXT, audio_sha256 TEXT,
         ratio TEXT NOT NULL, style TEXT NOT NULL,
         state TEXT NOT NULL,              -- new, checked, rejected, ready, submitted, unknown, succeeded,
-                                          -- downloaded, failed
+                                          -- downloaded, failed, download_failed, expired
         verdict TEXT,                     -- pass | reject
         report_json TEXT,                 -- the check JSON contract of the photo
         audio_json TEXT,
@@ -401,6 +401,16 @@ class Ledger:
                        (path, time.time(), size, time.time(), task_id))
             db.execute("UPDATE jobs SET state='downloaded', updated_at=? WHERE job_id=?", (time.time(), job_id))
             self._event(db, "downloaded", job_id=job_id, task_id=task_id, detail={"path": path, "bytes": size})
+
+    def download_failed(self, task_id: str, state: str, error: str) -> None:
+        """The video could not be fetched: the job moves to `state` (download_failed: a later
+        run tries again; expired: the service no longer has it), with the reason."""
+        with self.atomic() as db:
+            job_id = db.execute("SELECT job_id FROM tasks WHERE task_id=?", (task_id,)).fetchone()[0]
+            db.execute("UPDATE tasks SET last_error=?, updated_at=? WHERE task_id=?", (error, time.time(), task_id))
+            db.execute("UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE job_id=? AND state != 'downloaded'",
+                       (state, error, time.time(), job_id))
+            self._event(db, state.replace("_", " "), job_id=job_id, task_id=task_id, detail=error)
 
     def tasks(self, job_id: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT * FROM tasks" + (" WHERE job_id=?" if job_id else "") + " ORDER BY created_at"

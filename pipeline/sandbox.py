@@ -72,6 +72,8 @@ class SandboxOptions:
     """The first N submits create their task, then drop the connection without an answer."""
     expire_after_s: float | None = None
     """Tasks are forgotten (UNKNOWN, result gone) this long after creation."""
+    result_ttl_s: float | None = None
+    """A task's video answers 404 this long after the task succeeded (the task still answers)."""
     detect_reject_status: int = 200
     """How face-detect says no: 200 with check_pass=false, or 400 with InvalidFile.* (spec 1.2)."""
     detect_geometry: Geometry | None = None
@@ -462,7 +464,8 @@ class Sandbox:
     def result(self, task_id: str) -> bytes:
         with self._lock:
             task = self._tasks.get(task_id)
-            if task is None or task.video is None:
+            ttl = self.options.result_ttl_s
+            if task is None or task.video is None or (ttl is not None and time.time() - (task.ended or 0) > ttl):
                 raise _Reply(404, "NoSuchKey", "The specified key does not exist.")
             downloads = self._records["downloads"]
             downloads[task_id] = downloads.get(task_id, 0) + 1
