@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import AUDIO_MAX_BYTES, AUDIO_MAX_INPUT_BYTES, AUDIO_MAX_SECONDS, AUDIO_SILENT_DBFS
 from .errors import InputError
+from .fetch import source_name
 from .findings import Finding, Verdict
 from .ingest import read_source
 
@@ -76,7 +77,7 @@ def check_audio(source: str | os.PathLike[str] | bytes, *, source_id: str | None
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), source_id or "<bytes>"
     else:
-        name = source_id or os.fspath(source)
+        name = source_id or source_name(source)
         try:
             data = read_source(source, max_bytes=AUDIO_MAX_INPUT_BYTES)
         except InputError as exc:

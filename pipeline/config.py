@@ -93,8 +93,10 @@ WORK_LONG_SIDE = 1024
 #: libjpeg's DCT scaling (1/2, 1/4, 1/8) may reduce a JPEG's long side down to this, not
 #: below: a 12 MP photo decodes at 1/4 (1000 px) instead of 1/2 (2000 px), ~3x faster.
 MIN_DECODE_LONG_SIDE = 800
-#: Seconds for fetching an http(s) source (connect, read, write, pool each).
+#: Seconds for fetching an http(s) source: one deadline for the whole fetch, redirects included.
 URL_TIMEOUT_S = 15.0
+#: Redirects followed from a photo or audio URL (a CDN or a short link needs one or two).
+URL_MAX_REDIRECTS = 5
 #: Background for flattening transparent images: light and neutral, never black.
 ALPHA_BACKGROUND_BGR = (255, 255, 255)
 #: JPEG quality of the upload form when we must re-encode (rotation baked in, conversion).

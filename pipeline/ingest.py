@@ -29,10 +29,10 @@ from .config import (
     MIN_DECODE_LONG_SIDE,
     SERVICE_FORMATS,
     UPLOAD_JPEG_QUALITY,
-    URL_TIMEOUT_S,
     WORK_LONG_SIDE,
 )
 from .errors import InputError
+from .fetch import fetch_url, source_name
 from .nativelog import captured_native_stderr
 
 __all__ = ["ImageInfo", "LoadedImage", "UploadForm", "load_image", "decode_image",
@@ -99,7 +99,7 @@ def read_source(source: str | os.PathLike[str], *, max_bytes: int = MAX_INPUT_BY
     """Bytes of a local file or an http(s) URL, refusing more than `max_bytes`."""
     text = os.fspath(source)
     if "://" in text:
-        return _fetch_url(text, max_bytes)
+        return fetch_url(text, max_bytes)
     path = Path(text)
     try:
         size = path.stat().st_size
@@ -112,34 +112,6 @@ def read_source(source: str | os.PathLike[str], *, max_bytes: int = MAX_INPUT_BY
         raise InputError("unreadable", f"{text}: is a directory") from exc
     except OSError as exc:
         raise InputError("unreadable", f"{text}: {exc.strerror or exc}") from exc
-
-
-def _fetch_url(url: str, max_bytes: int) -> bytes:
-    import httpx  # only URL sources pay for the import
-
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in ("http", "https"):
-        raise InputError("unreadable", f"{url}: only http and https URLs are read, not {scheme}://",
-                         hint="Download the file and give its path.")
-    try:
-        with httpx.Client(timeout=URL_TIMEOUT_S, follow_redirects=True, max_redirects=5) as client:
-            with client.stream("GET", url) as response:
-                response.raise_for_status()
-                chunks: list[bytes] = []
-                total = 0
-                for chunk in response.iter_bytes():
-                    total += len(chunk)
-                    if total > max_bytes:
-                        raise InputError("unreadable", f"{url}: more than {max_bytes} bytes",
-                                         hint="Use a smaller file.", limit=max_bytes)
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except httpx.HTTPStatusError as exc:
-        raise InputError("unreadable", f"{url}: HTTP {exc.response.status_code}",
-                         hint="Check that the URL is public and points at the photo.") from exc
-    except httpx.HTTPError as exc:
-        raise InputError("unreadable", f"{url}: {type(exc).__name__}: {exc}",
-                         hint="Check the URL and the network, or download the file first.") from exc
 
 
 def expand_sources(items: list[str]) -> Iterator[str]:
@@ -158,7 +130,7 @@ def load_image(source: str | os.PathLike[str] | bytes, *, source_id: str | None 
     """Read and decode a photo from a path, an http(s) URL or raw bytes."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode_image(bytes(source), source_id or "<bytes>")
-    return decode_image(read_source(source), source_id or os.fspath(source))
+    return decode_image(read_source(source), source_id or source_name(source))
 
 
 def _header(data: bytes, source: str) -> tuple[Image.Image, str, int]:

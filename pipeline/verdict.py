@@ -20,6 +20,7 @@ from .boxes import XYXY
 from .config import DEFAULT_CONFIG, HAND_CROP_DROP, HAND_CROP_FACES, RATIOS, CheckConfig
 from .errors import InputError, UsageError
 from .faces import Face, FaceFinder, HeadPose, Mesh, head_pose, primary_index
+from .fetch import source_name
 from .findings import Finding, Verdict
 from .geometry import DEFAULT_GEOMETRY, Geometry, crop_box, face_box, resolve_geometry, service_face
 from .hands import HandFinder
@@ -128,7 +129,7 @@ class Checker:
         """Check a photo given as a path, an http(s) URL or bytes."""
         if isinstance(source, (bytes, bytearray, memoryview)):
             return self.check_bytes(bytes(source), "<bytes>", ratio)
-        source_id = os.fspath(source)
+        source_id = source_name(source)
         _check_ratio(ratio)
         try:
             data = read_source(source)

@@ -1,13 +1,16 @@
-"""Seeds and byte mutations for fuzzing the decoders: one small file of every container
-emo-prep reads (photos and audio), made in memory, and a hypothesis strategy that damages
-them the way real files get damaged (flipped bits, overwritten header fields, cut and spliced
-ranges). Used by tests/test_fuzz.py (fast) and bench/fuzz.py (minutes)."""
+"""Hostile inputs, made in memory. Seeds and byte mutations for fuzzing the decoders: one
+small file of every container emo-prep reads (photos and audio) and a hypothesis strategy
+that damages them the way real files get damaged (flipped bits, overwritten header fields, cut
+and spliced ranges); and a gzip bomb. Used by tests/test_fuzz.py, tests/test_fetch_limits.py
+(fast) and bench/fuzz.py, bench/limits.py (minutes)."""
 
 from __future__ import annotations
 
 import functools
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
 from hypothesis import strategies as st
@@ -117,3 +120,23 @@ def mutants(draw, seeds: dict[str, bytes]) -> tuple[str, bytes]:
         else:
             del data[pos:]
     return name, bytes(data)
+
+
+def gzip_of_zeros(mib: int) -> bytes:
+    """A valid gzip stream of `mib` MiB of zeros, built in a blink: after a full flush the
+    deflate block of each further MiB is the same bytes, so it is made once and repeated."""
+    zeros = b"\0" * (1 << 20)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    first = packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH)
+    again = packer.compress(zeros) + packer.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    return header + first + again * (mib - 1) + b"\x03\x00" + struct.pack("<II", crc, (mib << 20) & 0xFFFFFFFF)
+
+
+def gzip_bomb(mib: int) -> bytes:
+    """`Content-Encoding: gzip, gzip` body: `mib` MiB of zeros gzipped twice (a few KB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return packer.compress(gzip_of_zeros(mib)) + packer.flush()
