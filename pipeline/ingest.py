@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import (
     ALPHA_BACKGROUND_BGR,
+    DEFAULT_CONFIG,
     MAX_INPUT_BYTES,
     MAX_PIXELS,
     MIN_DECODE_LONG_SIDE,
@@ -42,6 +43,8 @@ __all__ = ["ImageInfo", "LoadedImage", "UploadForm", "load_image", "decode_image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".heic", ".heif", ".avif",
                   ".tif", ".tiff", ".gif")
 _EXIF_ORIENTATION_TAG = 0x0112
+#: Rows per strip (times the reduction) when Pillow's pixels are converted and reduced.
+_STRIP_ROWS = 256
 _PIL_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "BMP": "bmp", "DIB": "bmp",
                 "WEBP": "webp", "HEIF": "heic", "AVIF": "avif", "TIFF": "tiff", "GIF": "gif"}
 
@@ -174,8 +177,12 @@ def _register_plugins() -> None:
         _plugins_registered = True
 
 
-def decode_image(data: bytes, source: str) -> LoadedImage:
+def decode_image(data: bytes, source: str, *, max_side: int = DEFAULT_CONFIG.max_side) -> LoadedImage:
     """Decode bytes into a LoadedImage; raises InputError with a check code on bad input.
+
+    An image whose longer side passes `max_side` (the service's limit) is decoded only where
+    the format allows a reduced decode (JPEG's DCT scaling); any other is `image_too_large`
+    from its header, without a pixel decoded.
 
     The bytes are untrusted: whatever a decoder raises (RuntimeError from libheif, IndexError
     or struct.error from a damaged TIFF directory, ...) becomes `unreadable` for this photo,
@@ -186,7 +193,7 @@ def decode_image(data: bytes, source: str) -> LoadedImage:
     try:
         with captured_native_stderr(said), warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
-            return _decode(data, source)
+            return _decode(data, source, max_side)
     except InputError as exc:
         if exc.code != "unreadable" or not (said or warned):
             raise
@@ -207,7 +214,7 @@ def _decoder_words(said: list[str], warned: list[warnings.WarningMessage]) -> st
     return f"decoder: {first.strip()[:200]}"
 
 
-def _decode(data: bytes, source: str) -> LoadedImage:
+def _decode(data: bytes, source: str, max_side: int) -> LoadedImage:
     im, fmt, orientation = _header(data, source)
     sw, sh = im.size
     if sw < 1 or sh < 1:
@@ -216,6 +223,13 @@ def _decode(data: bytes, source: str) -> LoadedImage:
         raise InputError("image_too_large",
                          f"{source}: {sw}x{sh} = {sw * sh} pixels, more than the {MAX_PIXELS} decoded",
                          value=sw * sh, limit=MAX_PIXELS)
+    if fmt != "jpeg" and max(sw, sh) > max_side:
+        raise InputError("image_too_large",
+                         f"{source}: longer side is {max(sw, sh)} px; the service accepts at most {max_side} "
+                         f"(refused from the header: a {fmt} image cannot be decoded at reduced size)",
+                         hint=f"Downscale the photo to at most {max_side} px on the longer side, or save it as "
+                              f"JPEG: emo-prep checks a large JPEG at reduced size and downscales it on upload.",
+                         value=max(sw, sh), limit=max_side)
     if getattr(im, "is_animated", False) and getattr(im, "n_frames", 1) > 1:
         raise InputError("unsupported_format",
                          f"{source}: animated {fmt} with {im.n_frames} frames; EMO needs a still photo",
@@ -229,19 +243,16 @@ def _decode(data: bytes, source: str) -> LoadedImage:
         fixes.append("cmyk_to_rgb")
     if fmt == "jpeg":
         pixels = _decode_jpeg_reduced(data, sw, sh, source)
-    elif fmt in ("png", "bmp", "webp"):
+    elif fmt in ("png", "bmp", "webp") and max(sw, sh) <= WORK_LONG_SIDE * 1.5:
         pixels, more = _decode_opencv(data, source)
         fixes += more
-    else:
+    else:  # Pillow, strip by strip: a large photo never exists twice at full size
         pixels, more = _decode_pillow(im, source)
         fixes += more
-    pixels = _apply_orientation(pixels, orientation)
+        if fmt == "png" and data[24:25] == b"\x10" and "16bit_to_8bit" not in fixes:  # IHDR bit depth 16
+            fixes.append("16bit_to_8bit")  # Pillow reads 16-bit RGB(A) as 8-bit
+    pixels = _shrink(_apply_orientation(pixels, orientation))
     width, height = (sh, sw) if orientation in (5, 6, 7, 8) else (sw, sh)
-    long_side = max(pixels.shape[:2])
-    if long_side > WORK_LONG_SIDE * 1.5:
-        f = WORK_LONG_SIDE / long_side
-        pixels = cv2.resize(pixels, (max(1, round(pixels.shape[1] * f)), max(1, round(pixels.shape[0] * f))),
-                            interpolation=cv2.INTER_AREA)
     info = ImageInfo(width=width, height=height, format=fmt, exif_orientation=orientation, bytes=len(data))
     scale = (width / pixels.shape[1], height / pixels.shape[0])
     return LoadedImage(source=source, info=info, pixels=np.ascontiguousarray(pixels), scale=scale,
@@ -286,9 +297,7 @@ def _decode_opencv(data: bytes, source: str) -> tuple[np.ndarray, list[str]]:
 def _decode_pillow(im: Image.Image, source: str) -> tuple[np.ndarray, list[str]]:
     try:
         im.seek(0)
-        if im.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "I"):
-            im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
-        arr = np.asarray(im)
+        arr, transparent = _pillow_pixels(im)
     except (OSError, ValueError, SyntaxError) as exc:
         raise InputError("unreadable", f"{source}: image data could not be decoded") from exc
     if arr.ndim == 3 and arr.shape[2] == 3:
@@ -297,24 +306,74 @@ def _decode_pillow(im: Image.Image, source: str) -> tuple[np.ndarray, list[str]]
         arr = arr[:, :, [2, 1, 0, 3]]
     elif arr.ndim == 3 and arr.shape[2] == 2:  # LA
         arr = np.dstack([arr[:, :, 0]] * 3 + [arr[:, :, 1]])
-    return _normalise(np.ascontiguousarray(arr))
+    return _normalise(np.ascontiguousarray(arr), transparent)
 
 
-def _normalise(pixels: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Any decoded array to 8-bit BGR: 16-bit scaled down, grey expanded, alpha flattened."""
+def _pillow_pixels(im: Image.Image) -> tuple[np.ndarray, bool]:
+    """The pixels at 1/k of full size (k an integer that keeps the long side at or above
+    WORK_LONG_SIDE), converted and reduced strip by strip: besides Pillow's own buffer only a
+    strip ever exists at full size. Also whether any pixel is transparent (at full size)."""
+    mode = im.mode if im.mode in ("RGB", "RGBA", "L", "LA", "I;16", "I") else (
+        "RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+    w, h = im.size
+    k = max(1, max(w, h) // WORK_LONG_SIDE) if max(w, h) > WORK_LONG_SIDE * 1.5 else 1
+    step = k * _STRIP_ROWS
+    parts: list[np.ndarray] = []
+    transparent = False
+    for y in range(0, h, step):
+        strip = im.crop((0, y, w, min(h, y + step))) if (k > 1 or mode != im.mode) and h > step else im
+        arr = np.asarray(strip if strip.mode == mode else strip.convert(mode))
+        if arr.dtype.kind == "i":  # 32-bit integer pixels: cv2.resize takes float
+            arr = arr.astype(np.float32)
+        if arr.ndim == 3 and arr.shape[2] in (2, 4):
+            transparent |= bool(arr[:, :, -1].min() < np.iinfo(arr.dtype).max)
+        if k > 1:
+            arr = cv2.resize(arr, (math.ceil(w / k), math.ceil(arr.shape[0] / k)), interpolation=cv2.INTER_AREA)
+        parts.append(arr)
+        if strip is im:
+            break
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), transparent
+
+
+def _shrink(pixels: np.ndarray) -> np.ndarray:
+    """The working copy: a long side past 1.5 x WORK_LONG_SIDE is resized to WORK_LONG_SIDE."""
+    long_side = max(pixels.shape[:2])
+    if long_side <= WORK_LONG_SIDE * 1.5:
+        return pixels
+    f = WORK_LONG_SIDE / long_side
+    return cv2.resize(pixels, (max(1, round(pixels.shape[1] * f)), max(1, round(pixels.shape[0] * f))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _normalise(pixels: np.ndarray, transparent: bool | None = None) -> tuple[np.ndarray, list[str]]:
+    """Any decoded array to 8-bit BGR: 16-bit scaled down, grey expanded, alpha flattened.
+
+    The array is shrunk to the working size first, in its own depth, so the float work of
+    flattening alpha never runs at full resolution (a 16-bit RGBA photo is 8 bytes a pixel
+    as decoded; the float copies of old took 5.7 GB at 100 MP). Transparency is looked for
+    before shrinking (or told, by a decoder that shrank already), so one transparent pixel
+    still counts.
+    """
     fixes: list[str] = []
+    has_alpha = pixels.ndim == 3 and pixels.shape[2] == 4
+    if transparent is None:
+        top = np.iinfo(pixels.dtype).max if pixels.dtype.kind in "iu" else 1.0
+        transparent = has_alpha and bool(pixels[:, :, 3].min() < top)
+    if transparent:
+        fixes.append("alpha_flattened")
+    if pixels.dtype not in (np.uint8, np.uint16, np.float32):
+        pixels = pixels.astype(np.float32)
+    pixels = _shrink(pixels)
     if pixels.dtype != np.uint8:
         if pixels.dtype == np.uint16:
             pixels = (pixels >> 8).astype(np.uint8)
         else:
-            pixels = cv2.normalize(pixels.astype(np.float64), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+            pixels = cv2.normalize(pixels, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
         fixes.append("16bit_to_8bit")
     if pixels.ndim == 2:
         return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR), fixes
-    if pixels.shape[2] == 4:
+    if has_alpha:
         alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
-        if float(alpha.min()) < 1.0:
-            fixes.append("alpha_flattened")
         bg = np.array(ALPHA_BACKGROUND_BGR, dtype=np.float32)
         flat = pixels[:, :, :3].astype(np.float32) * alpha + bg * (1.0 - alpha)
         return np.clip(flat + 0.5, 0, 255).astype(np.uint8), fixes

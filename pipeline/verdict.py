@@ -142,7 +142,7 @@ class Checker:
         _check_ratio(ratio)
         finder = self._finder()
         try:
-            image = decode_image(data, source_id)
+            image = decode_image(data, source_id, max_side=self.config.max_side)
         except InputError as exc:
             return _failed(source_id, ratio, exc, self.geometry)
         with self._lock:  # the MediaPipe task and interpreters are not re-entrant
