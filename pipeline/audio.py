@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +24,6 @@ from .ingest import read_source
 
 __all__ = ["AudioReport", "check_audio"]
 
-#: Decoding stops past this many seconds: enough to say "too long", bounded work.
-_DECODE_LIMIT_S = 600.0
 _CONTAINER_NAMES = {"mov,mp4,m4a,3gp,3g2,mj2": "m4a", "ogg": "ogg", "flac": "flac", "aac": "aac",
                     "matroska,webm": "webm", "wav": "wav", "mp3": "mp3"}
 
@@ -90,7 +89,7 @@ def check_audio(source: str | os.PathLike[str] | bytes, *, source_id: str | None
             fmt = sniffed or _CONTAINER_NAMES.get(container.format.name)
             if not container.streams.audio:
                 return _failed(name, len(data), "audio_unreadable", f"{name}: no audio stream")
-            samples, rate, square_sum, count = _decode(container)
+            samples, rate, square_sum, count, complete = _decode(container)
     except Exception as exc:  # untrusted bytes: whatever FFmpeg or PyAV raise is this clip's
         return _failed(name, len(data), "audio_unreadable", f"{name}: not decodable audio ({type(exc).__name__})")
     if fmt is None:
@@ -98,11 +97,16 @@ def check_audio(source: str | os.PathLike[str] | bytes, *, source_id: str | None
     if count == 0:
         return _failed(name, len(data), "audio_unreadable", f"{name}: the audio stream holds no samples")
     duration = samples / rate
+    claimed = _wav_claimed_seconds(data) if fmt == "wav" and complete else None
+    if claimed is not None and claimed > duration * 1.01 + 0.1:
+        return _failed(name, len(data), "audio_unreadable",
+                       f"{name}: the WAV header announces {claimed:.1f} s of audio but the file holds "
+                       f"{duration:.2f} s (truncated, or a damaged header the service would believe)")
     rms = math.sqrt(square_sum / count)
     dbfs = 20 * math.log10(rms) if rms > 0 else -math.inf
     fixes: tuple[str, ...] = ()
     upload = data
-    if fmt not in ("wav", "mp3"):
+    if fmt not in ("wav", "mp3") and complete:  # a clip too long is not worth converting
         try:
             upload = _to_wav(data)
         except Exception as exc:  # decoded once, but the conversion met what the measure let pass
@@ -114,10 +118,10 @@ def check_audio(source: str | os.PathLike[str] | bytes, *, source_id: str | None
         findings.append(Finding("audio_too_large", "error",
                                 f"the audio to upload is {len(upload) / 2**20:.1f} MB; the service needs under "
                                 f"{AUDIO_MAX_BYTES / 2**20:.0f} MB", len(upload), AUDIO_MAX_BYTES))
-    if duration >= AUDIO_MAX_SECONDS:
+    if not complete:
         findings.append(Finding("audio_too_long", "error",
-                                f"the audio lasts {duration:.1f} s; the service needs under {AUDIO_MAX_SECONDS:g} s",
-                                duration, AUDIO_MAX_SECONDS))
+                                f"the audio lasts more than {AUDIO_MAX_SECONDS:g} s (decoding stopped there); the "
+                                f"service needs under {AUDIO_MAX_SECONDS:g} s", duration, AUDIO_MAX_SECONDS))
     if dbfs < AUDIO_SILENT_DBFS:
         findings.append(Finding("audio_silent", "warning",
                                 f"the audio level is {dbfs:.0f} dBFS; speech is usually around -20",
@@ -125,8 +129,10 @@ def check_audio(source: str | os.PathLike[str] | bytes, *, source_id: str | None
     return AudioReport(name, fmt, len(data), duration, dbfs, tuple(findings), fixes, upload)
 
 
-def _decode(container) -> tuple[int, int, float, int]:
-    """Samples per channel, rate, and the sum of squares and count of all samples (as floats)."""
+def _decode(container) -> tuple[int, int, float, int, bool]:
+    """Samples per channel, rate, the sum of squares and count of all samples (as floats), and
+    whether the stream ended before the service's limit (decoding stops at AUDIO_MAX_SECONDS:
+    a 3-hour clip costs what a 1-minute one does)."""
     stream = container.streams.audio[0]
     samples = square_sum = count = 0
     rate = stream.rate or stream.codec_context.sample_rate or 1
@@ -141,9 +147,22 @@ def _decode(container) -> tuple[int, int, float, int]:
         samples += frame.samples
         square_sum += float(np.square(arr).sum())
         count += arr.size
-        if samples / rate > _DECODE_LIMIT_S:
-            break
-    return samples, rate, square_sum, count
+        if samples / rate >= AUDIO_MAX_SECONDS:
+            return samples, rate, square_sum, count, False
+    return samples, rate, square_sum, count, True
+
+
+def _wav_claimed_seconds(data: bytes) -> float | None:
+    """Seconds of audio the WAV header's data chunk announces (None when it cannot be read)."""
+    offset, byte_rate = 12, 0
+    while offset + 8 <= len(data):
+        chunk, size = data[offset:offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        if chunk == b"fmt " and offset + 20 <= len(data):
+            byte_rate = struct.unpack_from("<I", data, offset + 16)[0]
+        elif chunk == b"data":
+            return size / byte_rate if byte_rate else None
+        offset += 8 + size + (size & 1)
+    return None
 
 
 def _to_wav(data: bytes) -> bytes:

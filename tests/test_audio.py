@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import wave
 
 import av
@@ -65,7 +66,24 @@ def test_other_formats_are_converted_to_wav(fmt, codec, name):
 def test_too_long():
     report = check_audio(_wav(61))
     assert [f.code for f in report.errors] == ["audio_too_long"]
-    assert report.errors[0].value == pytest.approx(61, abs=0.01)
+    assert 60 <= report.errors[0].value < 61 and "more than 60 s" in report.errors[0].message
+
+
+def test_decoding_stops_at_the_limit_and_a_long_clip_is_not_converted():
+    data = _encode(_wav(600, rate=8000, amplitude=0.0), "flac", "flac")  # 10 minutes of silence
+    report = check_audio(data, source_id="long.flac")
+    assert [f.code for f in report.errors] == ["audio_too_long"] and 60 <= report.duration_s < 61
+    assert report.fixes == () and report.data == data  # nothing converted for a clip that cannot be sent
+
+
+def test_a_wav_header_announcing_more_than_the_file_holds_is_flagged():
+    one_second = bytearray(_wav(1.0))
+    data_at = one_second.index(b"data")
+    one_second[data_at + 4:data_at + 8] = struct.pack("<I", 2**31)  # 2^31 bytes: 18.6 hours at 16 kHz
+    report = check_audio(bytes(one_second), source_id="liar.wav")
+    assert [f.code for f in report.errors] == ["audio_unreadable"]
+    assert "announces 67108.9 s" in report.errors[0].message and "holds 1.00 s" in report.errors[0].message
+    assert check_audio(_wav(1.0)).ok  # an honest header is not flagged
 
 
 def test_too_large():
