@@ -76,6 +76,16 @@ WAIT_TIMEOUT_S = 3 * 3600.0
 #: Largest result video accepted by download.
 MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024
 
+# --- sandbox (the local stand-in for the service) ------------------------------------------
+#: Largest upload body (the upload policy's max_file_size_mb is 100) and largest API body
+#: (a request is a few hundred bytes of JSON).
+SANDBOX_MAX_UPLOAD_BYTES = 120 * 1024 * 1024
+SANDBOX_MAX_API_BODY_BYTES = 1024 * 1024
+#: Seconds a sandbox connection may stay silent before it is closed (each one holds a thread).
+SANDBOX_IDLE_TIMEOUT_S = 30.0
+#: Total seconds the sandbox spends fetching an image or audio URL of a request.
+SANDBOX_FETCH_TIMEOUT_S = 10.0
+
 # --- ledger -------------------------------------------------------------------------------
 #: Seconds a ledger write waits for another process's transaction (each lasts milliseconds;
 #: 40 processes opening one new ledger at once finish well inside this).

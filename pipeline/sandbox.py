@@ -41,8 +41,22 @@ import cv2
 import numpy as np
 
 from .audio import check_audio
-from .config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, DETECT_MODEL, OUTPUT_WH, STYLE_LEVELS, VIDEO_MODEL
+from .config import (
+    AUDIO_MAX_BYTES,
+    AUDIO_MAX_INPUT_BYTES,
+    AUDIO_MAX_SECONDS,
+    DETECT_MODEL,
+    MAX_INPUT_BYTES,
+    OUTPUT_WH,
+    SANDBOX_FETCH_TIMEOUT_S,
+    SANDBOX_IDLE_TIMEOUT_S,
+    SANDBOX_MAX_API_BODY_BYTES,
+    SANDBOX_MAX_UPLOAD_BYTES,
+    STYLE_LEVELS,
+    VIDEO_MODEL,
+)
 from .errors import InputError
+from .fetch import fetch_url
 from .findings import CODES
 from .geometry import DEFAULT_GEOMETRY, Geometry
 from .ingest import decode_image
@@ -80,6 +94,10 @@ class SandboxOptions:
     """The box rules of face-detect's answers (None: emo-prep's defaults, never the environment),
     so that a client can be tested against a "service" whose rule is not ours."""
     seed: int | None = None
+    idle_timeout_s: float = SANDBOX_IDLE_TIMEOUT_S
+    """A connection that sends nothing for this long is closed (keep-alive or mid-request)."""
+    fetch_timeout_s: float = SANDBOX_FETCH_TIMEOUT_S
+    """Total seconds for fetching a loopback image or audio URL of a request."""
 
 
 def _now_text(t: float) -> str:
@@ -140,7 +158,7 @@ class Sandbox:
         self._checker = None
         self._check_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-check")
         self._stop = threading.Event()
-        handler = type("Handler", (_Handler,), {"sandbox": self})
+        handler = type("Handler", (_Handler,), {"sandbox": self, "timeout": self.options.idle_timeout_s})
         self._server = _Server((host, port), handler)
         self._threads: list[threading.Thread] = []
 
@@ -306,15 +324,11 @@ class Sandbox:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not _loopback(parts.hostname or ""):
             raise _Reply(400, "InvalidURL", f"The sandbox fetches only its own uploads and loopback URLs ({what}).")
-        import httpx
-
-        try:
-            with httpx.Client(timeout=10) as client:
-                response = client.get(url)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise _Reply(400, "InvalidURL.ConnectionRefused", f"Download {what} failed: {type(exc).__name__}") from exc
-        return response.content
+        try:  # bounded like any URL source: decoded size, total time
+            return fetch_url(url, AUDIO_MAX_INPUT_BYTES if what == "audio" else MAX_INPUT_BYTES,
+                             deadline_s=self.options.fetch_timeout_s)
+        except InputError as exc:
+            raise _Reply(400, "InvalidURL.ConnectionRefused", f"Download {what} failed: {exc.message}") from exc
 
     def _check(self, data: bytes, source: str, ratio: str):
         """Run our check stage on the sandbox's one check thread: the models are loaded, used
@@ -510,13 +524,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers)
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, cap: int) -> bytes:
         """The whole request body, read before anything answers: a reply sent early must not
-        leave body bytes on a keep-alive connection."""
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 120 * 1024 * 1024:
+        leave body bytes on a keep-alive connection (a refused body closes the connection).
+        Only a Content-Length from 0 to `cap` is read; chunked bodies are refused."""
+        raw = self.headers.get("Content-Length")
+        try:
+            length = int(raw) if raw is not None else 0
+        except ValueError:
+            length = -1
+        if self.headers.get("Transfer-Encoding") or length < 0:
             self.close_connection = True
-            raise _Reply(413, "EntityTooLarge", "request body too large")
+            raise _Reply(400, "InvalidParameter", "a request body needs a Content-Length from 0 up (no chunked bodies)")
+        if length > cap:
+            self.close_connection = True
+            raise _Reply(413, "EntityTooLarge", f"request body over {cap} bytes")
         return self.rfile.read(length)
 
     def _body(self) -> bytes:
@@ -544,17 +566,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path, query = parts.path.rstrip("/"), parse_qs(parts.query)
         self._raw = b""
         try:
-            self._raw = self._read_body()
+            upload = method == "POST" and path == "/oss"  # signed by its form fields, inside the body
+            api = path.startswith(API_PREFIX) or path == "/sandbox/records"
+            if not upload and not api and not re.fullmatch(r"/results/[\w-]+\.mp4", path):
+                self.close_connection = True  # its body, if any, is never read
+                raise _Reply(404, "NotFound", f"no such route: {path}")
+            if api:  # the key first: an unauthenticated body is never read
+                try:
+                    key = sb._auth(self.headers)
+                except _Reply:
+                    self.close_connection = True
+                    raise
+            self._raw = self._read_body(SANDBOX_MAX_UPLOAD_BYTES if upload else SANDBOX_MAX_API_BODY_BYTES)
             if sb.options.latency_s and path.startswith(("/oss", "/results")):
                 time.sleep(sb.options.latency_s)  # API calls get theirs in _fault
-            if method == "POST" and path == "/oss":
+            if upload:
                 sb.upload(self.headers.get("Content-Type", ""), self._body())
                 return self._send(200, b"", "text/plain")
             if method == "GET" and (m := re.fullmatch(r"/results/([\w-]+)\.mp4", path)):
                 return self._send(200, sb.result(m.group(1)), "video/mp4")
-            if not path.startswith(API_PREFIX) and path != "/sandbox/records":
-                raise _Reply(404, "NotFound", f"no such route: {path}")
-            key = sb._auth(self.headers)
+            if not api:
+                raise _Reply(404, "NotFound", f"no such route: {method} {path}")
             if path == "/sandbox/records":
                 return self._json(200, sb.records())
             sb._fault()
