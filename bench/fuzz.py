@@ -101,8 +101,21 @@ def _runner(target: str, engine: str, seconds: float):
         if time.monotonic() - started[0] > seconds:
             stats.update(seconds=round(time.monotonic() - started[0], 1), failures=dict(stats["failures"]))
             print(json.dumps(stats), flush=True)
+            _record(stats, seconds)
             os._exit(0)  # libFuzzer never returns; the figures are out
     return one
+
+
+def _record(stats: dict, seconds: float) -> None:
+    """The run's figures into RESULTS.md (section FUZZ_IMAGE or FUZZ_AUDIO)."""
+    from results import write_section  # bench/results.py
+
+    failures = ", ".join(f"{n} x {kind}" for kind, n in stats["failures"].items()) or "none"
+    write_section(f"FUZZ_{stats['target'].upper()}", "\n".join([
+        f"### Fuzz: {stats['target']} ({stats['engine']})", "",
+        f"`.venv/bin/python bench/fuzz.py --target {stats['target']} --seconds {seconds:g}`, "
+        f"{time.strftime('%Y-%m-%d')}: {stats['executions']:,} damaged inputs in {stats['seconds']:.0f} s; "
+        f"exceptions escaping the check: {failures}; lines on stderr: {stats['stderr_lines']}."]))
 
 
 def _run_atheris(one, seeds: dict[str, bytes]) -> None:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from .config import URL_MAX_REDIRECTS, URL_TIMEOUT_S
 from .errors import InputError
 
-__all__ = ["fetch_url", "redact_url", "source_name"]
+__all__ = ["fetch_url", "redact_url", "source_name", "allowed_redirect"]
 
 #: Query parameters whose values are credentials (signed OSS/S3 URLs, API tokens).
 _SECRET_PARAM = re.compile(r"key|token|sig|secret|pass|auth|credential|session|policy", re.IGNORECASE)
