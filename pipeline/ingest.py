@@ -156,8 +156,10 @@ def _header(data: bytes, source: str) -> tuple[Image.Image, str, int]:
     fmt = _PIL_FORMATS.get(im.format or "")
     if fmt is None:
         raise InputError("unsupported_format", f"{source}: {im.format} images are not supported")
-    try:
-        orientation = int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
+    try:  # a PNG's getexif() decodes every pixel to look for an eXIf chunk after them: only
+        # one before the pixels (where Pillow and cameras write it) is read
+        no_exif = fmt == "png" and "exif" not in im.info
+        orientation = 1 if no_exif else int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
     except Exception:  # a broken EXIF block is not worth refusing the photo for
         orientation = 1
     if orientation not in range(1, 9):

@@ -53,3 +53,13 @@ def test_a_large_16_bit_rgba_png_is_reduced_by_strips_and_keeps_its_transparent_
     assert {"alpha_flattened", "16bit_to_8bit"} <= set(image.fixes)
     # the ramp survives reduction: left dark, right bright
     assert image.pixels[:, :10].mean() < 20 and image.pixels[:, -10:].mean() > 235
+
+
+def test_a_png_keeps_its_exif_orientation_without_a_second_decode():
+    data = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (600, 400), (90, 80, 70)).save(data, "PNG", exif=exif.tobytes())  # eXIf before the pixels
+    image = load_image(data.getvalue())
+    assert image.info.exif_orientation == 6 and (image.info.width, image.info.height) == (400, 600)
+    assert image.pixels.shape[:2] == (600, 400)
