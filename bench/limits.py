@@ -137,6 +137,31 @@ def _run(code: Path, args: list[str], timeout: float) -> dict:
     return result
 
 
+_OPEN_LEDGER = """
+import os, sys, time
+from pipeline.ledger import Ledger
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+Ledger(sys.argv[1]).close()
+"""
+
+
+def _ledger_race(code: Path, tmp: Path, rounds: int = 5, processes: int = 8) -> str:
+    """Processes released together onto a ledger file that does not exist yet: how many fail."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    errors: list[str] = []
+    for n in range(rounds):
+        path, go = tmp / f"race-{code.name}-{n}.sqlite", tmp / f"go-{code.name}-{n}"
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_LEDGER, str(path), str(go)], env=env,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+        time.sleep(3)  # let them import
+        go.touch()
+        said = [p.communicate()[1] for p in procs]
+        errors += [text.strip().splitlines()[-1] for p, text in zip(procs, said, strict=True) if p.returncode]
+    kinds = sorted({e.split(":", 1)[-1].strip() for e in errors})
+    return f"{len(errors)} of {rounds * processes} failed" + (f" ({'; '.join(kinds)})" if kinds else "")
+
+
 def _findings(result: dict) -> str:
     """What the JSON lines said: the first error code per record, or the error line."""
     if result["killed"]:
@@ -189,6 +214,7 @@ def main() -> None:
             ("10000 x 10000 16-bit RGBA PNG (100 MP): check",
              ["check", "--json", str(_png16(tmp / "100mp.png", 10000))]),
         ]
+        race = (_ledger_race(base, tmp), _ledger_race(ROOT, tmp))
         rows = []
         for name, case in cases:
             before, after = _run(base, case, args.timeout), _run(ROOT, case, args.timeout)
@@ -207,6 +233,7 @@ def main() -> None:
              "| hostile input | before: time | peak | outcome | after: time | peak | outcome |",
              "|---|---:|---:|---|---:|---:|---|"]
     lines += [f"| {name} | {cell(before)} | {cell(after)} |" for name, before, after in rows]
+    lines += ["", f"Ledger opened by 8 processes at once onto a new file, 5 times: before {race[0]}; after {race[1]}."]
     write_section("LIMITS", "\n".join(lines))
 
 

@@ -203,7 +203,7 @@ def decode_image(data: bytes, source: str, *, max_side: int = DEFAULT_CONFIG.max
                          limit=exc.limit) from exc
     except MemoryError as exc:
         raise InputError("image_too_large", f"{source}: not enough memory to decode this image",
-                         hint="Use a photo at most 7000 px on the longer side.") from exc
+                         hint=f"Use a photo at most {max_side} px on the longer side.") from exc
     except Exception as exc:  # untrusted bytes: any decoder failure is this photo's
         words = _decoder_words(said, warned) if (said or warned) else str(exc)[:200]
         raise InputError("unreadable", f"{source}: the image data is damaged ({type(exc).__name__}: {words})"
