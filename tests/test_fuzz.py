@@ -17,7 +17,7 @@ from pipeline.audio import check_audio
 from pipeline.findings import CODES
 
 CORRUPT_AVIF = ROOT / "tests" / "data" / "corrupt.avif"  # libavif: "Decoding of color planes failed" (RuntimeError)
-_FUZZ = settings(max_examples=150, deadline=None, database=None,
+_FUZZ = settings(max_examples=100, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -63,6 +63,7 @@ def test_the_submit_lock_names_its_holder_waits_and_is_free_after_a_crash(tmp_pa
 _OPEN = textwrap.dedent("""
     import os, sys, time
     from pipeline.ledger import Ledger
+    print("ready", flush=True)
     while not os.path.exists(sys.argv[2]):
         time.sleep(0.001)
     Ledger(sys.argv[1]).close()
@@ -71,11 +72,11 @@ _OPEN = textwrap.dedent("""
 
 def test_many_processes_opening_a_new_ledger_at_once_all_succeed(tmp_path):
     failures = []
-    for trial in range(2):  # 20 processes, released together onto a file that does not exist yet
+    for trial in range(3):  # 8 processes, released together onto a file that does not exist yet
         path, go = tmp_path / f"l{trial}.sqlite", tmp_path / f"go{trial}"
-        procs = [subprocess.Popen([sys.executable, "-c", _OPEN, str(path), str(go)], stderr=subprocess.PIPE,
-                                  text=True, cwd=ROOT) for _ in range(20)]
-        time.sleep(3)  # let them import
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN, str(path), str(go)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(8)]
+        assert all(proc.stdout.readline().strip() == "ready" for proc in procs)  # all imported
         go.touch()
         for proc in procs:
             err = proc.communicate(timeout=120)[1]
