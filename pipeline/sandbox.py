@@ -84,6 +84,9 @@ class SandboxOptions:
     """Seconds added to every call: API, upload and result download."""
     drop_submits: int = 0
     """The first N submits create their task, then drop the connection without an answer."""
+    submit_answer_delay_s: float = 0.0
+    """Seconds between creating a submit's task and answering it: a client stopped meanwhile has
+    a paid task it never heard of."""
     expire_after_s: float | None = None
     """Tasks are forgotten (UNKNOWN, result gone) this long after creation."""
     result_ttl_s: float | None = None
@@ -429,6 +432,8 @@ class Sandbox:
             if drop:
                 self._drops_left -= 1
                 self._records["dropped"].append(task.task_id)
+        if self.options.submit_answer_delay_s:
+            time.sleep(self.options.submit_answer_delay_s)
         return {"output": {"task_id": task.task_id, "task_status": "PENDING"}, "request_id": str(uuid.uuid4())}, drop
 
     def task(self, task_id: str, key: str) -> dict[str, Any]:
