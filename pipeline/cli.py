@@ -30,7 +30,10 @@ def _geometry_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="emo-prep", description="Prepare portrait photos for DashScope EMO (emo-v1).")
+    parser.add_argument("--version", action="version", version=f"emo-prep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser(
         "check", help="check photos and compute face_bbox / ext_bbox",
