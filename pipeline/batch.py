@@ -369,6 +369,7 @@ def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[
 
     streak = [0]  # service failures in a row
     with EmoClient(poll_initial_s=options.poll_interval_s, poll_max_s=options.poll_interval_s) as client:
+        say(f"endpoint: {client.endpoint}")
         _reconcile(ledger, client, say)
         active: dict[str, str] = {t["task_id"]: t["job_id"] for t in ledger.tasks()
                                   if t["status"] not in ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -22,6 +23,8 @@ from .config import CALIBRATE_SAMPLES, FIX_OUT_DIR, RATIOS, STYLE_LEVELS
 __all__ = ["main"]
 
 EXIT_OK, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
+#: What a shell reports for a writer ended by SIGPIPE (128 + 13), as `yes | head` does.
+EXIT_BROKEN_PIPE = 141
 
 
 def _geometry_option(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait for the task and download the video")
     submit.add_argument("-o", "--output", metavar="OUT.mp4", help="where to write the video (default: PHOTO name .mp4)")
     _geometry_option(submit)
+    _api_options(submit)
     submit.set_defaults(run=_cmd_submit)
 
     task = sub.add_parser(
@@ -113,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     task.add_argument("--wait", action="store_true")
     task.add_argument("-o", "--output", metavar="OUT.mp4")
     task.add_argument("--list", action="store_true", help="list recent tasks (newest first)")
+    _api_options(task)
     task.set_defaults(run=_cmd_task)
 
     batch = sub.add_parser(
@@ -142,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="fix what a crop or a downscale can (see `emo-prep fix`) into OUT/fixed/ and submit that")
     batch.add_argument("--wait-lock", action="store_true",
                        help="with --submit: wait while another process submits from the same ledger (default: exit 2)")
+    _api_options(batch)
     batch.set_defaults(run=_cmd_batch)
 
     ledger = sub.add_parser(
@@ -181,6 +187,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="answer a face-detect rejection as 200 check_pass=false or 400 InvalidFile.*")
     sandbox.add_argument("--detect-geometry", metavar="FILE",
                          help="answer face-detect with these box rules instead of emo-prep's defaults")
+    sandbox.add_argument("--task-list-shape", choices=["data", "tasks"], default="data",
+                         help="list tasks as data/task_status (default) or tasks/status (as SDK 2.x reads them)")
     sandbox.set_defaults(run=_cmd_sandbox)
 
     calibrate = sub.add_parser(
@@ -202,6 +210,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _api_options(command: argparse.ArgumentParser) -> None:
+    """Options of the commands that talk to the API."""
+    command.add_argument("-v", "--verbose", action="store_true",
+                         help="say on stderr each retry, its reason and its wait (never the key)")
+
+
+def _missing(paths: Sequence[str]) -> int | None:
+    """A usage error (exit 2) for paths that do not exist; URLs are left to the fetch."""
+    missing = [p for p in paths if "://" not in p and not os.path.exists(p)]
+    if not missing:
+        return None
+    _say(f"Error: no such file or folder: {', '.join(missing)}")
+    return EXIT_ERROR
+
+
+def _talking_to(client) -> None:
+    _say(f"endpoint: {client.endpoint}")
+
+
 def _row(report) -> str:
     verdict = "PASS" if report.ok else "REJECT"
     size = f"{report.image.width}x{report.image.height}" if report.image else "-"
@@ -218,6 +245,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .preview import write_preview
     from .verdict import Checker
 
+    if (status := _missing(args.paths)) is not None:
+        return status
     sources = list(expand_sources(args.paths))
     if not sources:
         print("Error: no photos found in the given folders", file=sys.stderr)
@@ -302,6 +331,8 @@ def _print_findings(what: str, findings) -> None:
 def _cmd_check_audio(args: argparse.Namespace) -> int:
     from .audio import check_audio
 
+    if (status := _missing(args.paths)) is not None:
+        return status
     rejected = 0
     for path in args.paths:
         report = check_audio(path)
@@ -326,6 +357,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from .payload import VideoInput, VideoParameters, VideoSynthesisRequest, estimate_cost
     from .verdict import Checker
 
+    if (status := _missing([args.photo, args.audio])) is not None:
+        return status
     with Checker(geometry=args.geometry) as checker:
         _say_geometry(checker.geometry)
         report = checker.check(args.photo, ratio=args.ratio)
@@ -370,6 +403,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from .errors import PortraitRejected
 
     with EmoClient() as client:
+        _talking_to(client)
         image_url = args.image_url or client.upload(form.data, filename=Path(args.photo).with_suffix(
             "." + ("jpg" if form.format == "jpeg" else form.format)).name)
         audio_url = args.audio_url or client.upload(audio.data, filename=Path(args.audio).with_suffix(
@@ -449,6 +483,7 @@ def _cmd_task(args: argparse.Namespace) -> int:
         _say("Error: give a TASK_ID or --list")
         return EXIT_ERROR
     with EmoClient() as client:
+        _talking_to(client)
         if args.list:
             for item in client.list_tasks(page_size=20).data:
                 print(json.dumps(item.model_dump(exclude_none=True)), flush=True)
@@ -486,6 +521,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
                              fault_429=args.fault_429, fault_500=args.fault_500, latency_s=args.latency,
                              drop_submits=args.drop_submits, expire_after_s=args.expire_after,
                              detect_reject_status=args.detect_reject_status,
+                             task_list_shape=args.task_list_shape,
                              detect_geometry=load_geometry(args.detect_geometry) if args.detect_geometry else None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -613,13 +649,26 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _log_to_stderr(verbose: bool) -> None:
+    """The library's log lines (retries with -v; warnings always) go to stderr, one per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("pipeline")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `emo-prep` console script."""
     args = _parser().parse_args(argv)
     from .errors import EmoPrepError
 
+    _log_to_stderr(getattr(args, "verbose", False))
     try:
         return int(args.run(args))
+    except BrokenPipeError:  # the reader left (`| head`): what was written stays written; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except EmoPrepError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_ERROR
