@@ -134,7 +134,13 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--ratio", choices=list(RATIOS), default="1:1")
     batch.add_argument("--style", choices=list(STYLE_LEVELS), default="normal")
     batch.add_argument("--submit", action="store_true", help="upload, submit, wait and download the passing photos")
-    batch.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="check processes (default: cores)")
+    batch.add_argument("--workers", type=int, help="check processes, or Ray actors (default: the cores, or the "
+                                                  "Ray cluster's CPUs)")
+    batch.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="check in local processes (default) or on Ray Data (check only; needs emo-prep[ray]); "
+                            "with ray, INPUT may also be a URI pyarrow reads, such as s3://bucket/photos/")
+    batch.add_argument("--address", metavar="ADDR", help="with --engine ray: join this Ray cluster (default: a "
+                                                         "local Ray)")
     batch.add_argument("--ledger", metavar="FILE", help="SQLite ledger (default OUT/ledger.sqlite)")
     batch.add_argument("--out", metavar="DIR", default="emo-batch", help="report, thumbnails and videos (emo-batch/)")
     batch.add_argument("--max-cost", type=float, metavar="CNY", help="stop submitting before this would be passed")
@@ -537,15 +543,23 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, run_batch
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         _say("Error: --workers must be at least 1")
         return EXIT_ERROR
+    if args.address and args.engine != "ray":
+        _say("Error: --address is for --engine ray")
+        return EXIT_ERROR
     options = BatchOptions(input=args.input, audio=args.audio, manifest=args.manifest, ratio=args.ratio,
-                           style=args.style, submit=args.submit, workers=args.workers, ledger=args.ledger,
-                           out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed, force=args.force,
-                           poll_interval_s=args.poll_interval, geometry=args.geometry, fix=args.fix,
-                           wait_lock=args.wait_lock)
-    summary = run_batch(options, say=_say)
+                           style=args.style, submit=args.submit, workers=args.workers or os.cpu_count() or 1,
+                           ledger=args.ledger, out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed,
+                           force=args.force, poll_interval_s=args.poll_interval, geometry=args.geometry,
+                           fix=args.fix, wait_lock=args.wait_lock)
+    if args.engine == "ray":
+        from .raybatch import run_ray_batch
+
+        summary = run_ray_batch(options, address=args.address, workers=args.workers, say=_say)
+    else:
+        summary = run_batch(options, say=_say)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.items())
     fixed = f" ({summary.fixed} of them fixed)" if args.fix else ""
     print(f"{summary.jobs} photos: {summary.passed} passed{fixed}, {summary.rejected} rejected"

@@ -125,6 +125,13 @@ UPLOAD_JPEG_QUALITY = 95
 #: Formats the service accepts as they are (spec section 2).
 SERVICE_FORMATS = ("jpeg", "png", "bmp", "webp")
 
+# --- the Ray engine (batch --engine ray) ---------------------------------------------------
+#: Photos per batch an actor checks: small enough that results stream back to the report
+#: every second or so (a photo takes 10-50 ms), large enough to keep Ray's per-task overhead low.
+RAY_BATCH_ROWS = 16
+#: URI schemes read through pyarrow's filesystems on the Ray engine (http(s) go through ingest).
+PYARROW_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
+
 # --- models -----------------------------------------------------------------------------
 #: Side of the square crop fed to the 468-point landmark model (its input size).
 LANDMARK_INPUT = 192
