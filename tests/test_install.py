@@ -116,3 +116,17 @@ def test_python_dash_m_pipeline_and_version():
     proc = subprocess.run([sys.executable, "-m", "pipeline", "check", "--json", str(SAMPLES / "coffee.jpg")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 1 and json.loads(proc.stdout)["findings"][0]["code"] == "no_face"
+
+
+def test_dockerfile_is_slim_runs_as_a_user_and_starts_emo_prep():
+    """The image cannot be built here (no Docker engine); its recipe is held to its promises."""
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert bases and all(b.startswith("python:") and b.endswith("-slim") for b in bases)
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert 'ENTRYPOINT ["emo-prep"]' in lines
+    assert "image:" in (ROOT / "Makefile").read_text() and "make image" in (ROOT / "README.md").read_text()
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored
