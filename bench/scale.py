@@ -130,8 +130,9 @@ def main() -> None:
         "## Scale-out: process-pool batch vs Ray batch (bench/scale.py)", "",
         f"Command: `.venv/bin/python bench/scale.py --photos {args.photos} --repeat {args.repeat}` on "
         f"{os.cpu_count()} cores (x86_64, shared with other work), Python {platform.python_version()}; "
-        f"{args.photos} distinct files made from the {len(list(DATA.glob('*.jpg')))} dev photos; whole "
-        f"`emo-prep batch` processes (check only, report written), medians of {args.repeat} interleaved runs.", "",
+        f"{args.photos} distinct files made from the {len(list(DATA.glob('*.jpg')))} dev JPEGs; whole "
+        f"`emo-prep batch` processes (check only, report written), medians of {args.repeat} interleaved runs; "
+        f"load average at the end {os.getloadavg()[0]:.1f}.", "",
         "| engine | workers | wall, all photos (s) | photos/s end to end | start-up: wall for 1 photo (s) | "
         "photos/s after start-up |",
         "|---|---|---|---|---|---|"]
@@ -140,10 +141,11 @@ def main() -> None:
         steady = (args.photos - 1) / max(1e-9, total - start)
         label = "process pool (baseline)" if engine == "local" else "Ray Data, local"
         lines.append(f"| {label} | {workers} | {total:.1f} | {args.photos / total:.1f} | {start:.1f} | {steady:.1f} |")
+    lines.append("")
     for engine in ("local", "ray"):
         one_w, two_w = med[(engine, 1, "all")] - med[(engine, 1, "one")], med[(engine, 2, "all")] - med[(engine, 2,
                                                                                                          "one")]
-        lines.append(f"\n- {engine}: 2 workers vs 1 after start-up: **{one_w / max(1e-9, two_w):.2f}x**.")
+        lines.append(f"- {engine}: 2 workers vs 1 after start-up: **{one_w / max(1e-9, two_w):.2f}x**.")
     ratio = ((args.photos - 1) / (med[("ray", 2, "all")] - med[("ray", 2, "one")])) / (
         (args.photos - 1) / (med[("local", 2, "all")] - med[("local", 2, "one")]))
     lines += [

@@ -129,6 +129,10 @@ SERVICE_FORMATS = ("jpeg", "png", "bmp", "webp")
 #: Photos per batch an actor checks: small enough that results stream back to the report
 #: every second or so (a photo takes 10-50 ms), large enough to keep Ray's per-task overhead low.
 RAY_BATCH_ROWS = 16
+#: A photo whose check ends its actor process (a crash in native code) is tried this many more
+#: times (the actor restarted) before its rows are given up and checked once more one by one;
+#: still crashing, it is recorded `unreadable`. Python errors never get here (caught per photo).
+RAY_CRASH_RETRIES = 2
 #: URI schemes read through pyarrow's filesystems on the Ray engine (http(s) go through ingest).
 PYARROW_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
 

@@ -16,6 +16,7 @@ stages: the actor is a thin shell around `Checker`, like the process pool's work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -38,7 +39,7 @@ from .batch import (
     thumbnail_jpeg,
     write_thumbnail,
 )
-from .config import MAX_INPUT_BYTES, PYARROW_SCHEMES, RAY_BATCH_ROWS
+from .config import MAX_INPUT_BYTES, PYARROW_SCHEMES, RAY_BATCH_ROWS, RAY_CRASH_RETRIES
 from .errors import InputError, UsageError
 from .findings import Finding
 from .ingest import IMAGE_SUFFIXES
@@ -131,9 +132,11 @@ def _rows(options: BatchOptions) -> list[Row]:
 
 
 def run_ray_batch(options: BatchOptions, *, address: str | None = None, workers: int | None = None,
+                  actor: type[PhotoChecker] = PhotoChecker,
                   say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> BatchSummary:
     """Check every photo of `options.input` on Ray (a local one unless `address` names a cluster)
-    with `workers` actors (default: the cluster's CPUs); write the batch report into options.out."""
+    with `workers` actors (default: the cluster's CPUs) of class `actor` (PhotoChecker or a
+    subclass); write the batch report into options.out."""
     if options.submit or options.fix:
         raise UsageError("--engine ray only checks: fix and submit the passes with the local batch "
                          "(emo-prep batch --manifest PASSES --submit)")
@@ -159,7 +162,7 @@ def run_ray_batch(options: BatchOptions, *, address: str | None = None, workers:
             say(f"{len(rows) - len(todo)} photo(s) already checked in {out}: skipped")
         if work:
             audio_reports = check_audio_once(work)
-            _check_on_ray(ray, ledger, work, audio_reports, options, out, address, workers, say)
+            _check_on_ray(ray, ledger, work, audio_reports, options, out, address, workers, actor, say)
         seconds = time.monotonic() - started
         write_report(ledger, out, seconds=seconds)
         return _summary(ledger, ledger.jobs(), False, seconds)
@@ -169,26 +172,56 @@ def run_ray_batch(options: BatchOptions, *, address: str | None = None, workers:
 
 def _check_on_ray(ray, ledger: Ledger, work: list[Row], audio_reports: dict[str, dict[str, Any]],
                   options: BatchOptions, out: Path, address: str | None, workers: int | None,
-                  say: Callable[[str], None]) -> None:
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 configure_logging=False)
-    try:
+                  actor: type[PhotoChecker], say: Callable[[str], None]) -> None:
+    # Ray prints its workers' deaths on sys.stdout, which carries our data: to stderr with them,
+    # until Ray (and its thread that prints them) is shut down
+    with contextlib.redirect_stdout(sys.stderr):
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     configure_logging=False)
         context = ray.data.DataContext.get_current()
+        settings = context.max_errored_blocks, context.enable_progress_bars
+        context.max_errored_blocks = -1  # a batch whose actor keeps crashing is given up, not the run
         context.enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        say(f"ray: checking {len(work)} photo(s) with {size} actor(s) on "
-            f"{'the cluster at ' + address if address else 'a local Ray'}")
-        items = [{"index": i, "photo": row.photo, "ratio": row.ratio} for i, row in enumerate(work)]
+        try:
+            _run_actors(ray, ledger, work, audio_reports, options, out, address, workers, actor, say)
+        finally:
+            context.max_errored_blocks, context.enable_progress_bars = settings
+            if started_here:
+                ray.shutdown()
+
+
+def _run_actors(ray, ledger: Ledger, work: list[Row], audio_reports: dict[str, dict[str, Any]],
+                options: BatchOptions, out: Path, address: str | None, workers: int | None,
+                actor: type[PhotoChecker], say: Callable[[str], None]) -> None:
+    size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    say(f"ray: checking {len(work)} photo(s) with {size} actor(s) on "
+        f"{'the cluster at ' + address if address else 'a local Ray'}")
+    left = set(range(len(work)))
+    for batch_rows in (RAY_BATCH_ROWS, 1):  # rows lost with a crashing batch: again, one by one
+        if not left:
+            break
+        if batch_rows == 1:
+            say(f"ray: {len(left)} photo(s) were in batches whose actor crashed; checking them one by one")
+        items = [{"index": i, "photo": work[i].photo, "ratio": work[i].ratio} for i in sorted(left)]
         results = ray.data.from_items(items).map_batches(
-            PhotoChecker, compute=ray.data.ActorPoolStrategy(size=size), num_cpus=1, batch_size=RAY_BATCH_ROWS)
+            actor, compute=ray.data.ActorPoolStrategy(size=min(size, len(items))), num_cpus=1,
+            batch_size=batch_rows, max_restarts=RAY_CRASH_RETRIES, max_task_retries=RAY_CRASH_RETRIES)
         for result in results.iter_rows():
-            row = work[int(result["index"])]
-            key = register_job(ledger, row, options, result["photo_sha256"] or None)
-            thumb = write_thumbnail(out / "thumbs", key, bytes(result["thumb"]))
-            record_result(ledger, key, row, json.loads(result["report"]), thumb, audio_reports, options)
-    finally:
-        if started_here:
-            ray.shutdown()
+            index = int(result["index"])
+            left.discard(index)
+            _record(ledger, work[index], options, result["photo_sha256"] or None, json.loads(result["report"]),
+                    bytes(result["thumb"]), audio_reports, out)
+    for index in sorted(left):
+        row = work[index]
+        _record(ledger, row, options, _sha256_of(row.photo), _unreadable(
+            row.photo, row.ratio, f"{row.photo}: checking it ended the worker process, "
+            f"{RAY_CRASH_RETRIES + 1} times alone (a crash in native code)"), b"", audio_reports, out)
+
+
+def _record(ledger: Ledger, row: Row, options: BatchOptions, photo_sha: str | None, report: dict[str, Any],
+            thumb: bytes, audio_reports: dict[str, dict[str, Any]], out: Path) -> None:
+    key = register_job(ledger, row, options, photo_sha)
+    record_result(ledger, key, row, report, write_thumbnail(out / "thumbs", key, thumb), audio_reports, options)

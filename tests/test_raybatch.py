@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import DATA, EMO_PREP, labels
@@ -81,3 +83,43 @@ def test_uri_listing_and_the_actor_read_through_pyarrow(photos, checker):
     assert json.loads(missing["report"][0])["findings"][0]["code"] == "unreadable"
     with pytest.raises(Exception, match="no such file or folder"):
         list_photos(f"file://{photos}/nowhere")
+
+
+CRASHING_ACTOR = """
+import os, sys
+from pipeline.batch import BatchOptions
+from pipeline.raybatch import PhotoChecker, run_ray_batch
+
+
+class Crashing(PhotoChecker):
+    '''Ends its process, as a crash in native code would, on a photo named poison.'''
+
+    def __call__(self, batch):
+        if any("poison" in str(p) for p in batch["photo"]):
+            os._exit(3)
+        return super().__call__(batch)
+
+
+summary = run_ray_batch(BatchOptions(input=sys.argv[1], out=sys.argv[2]), workers=2, actor=Crashing)
+print(summary.jobs, summary.passed, summary.rejected)
+"""
+
+
+def test_a_photo_that_kills_its_actor_becomes_unreadable_and_the_run_goes_on(photos, tmp_path, checker):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted(photos.glob("*.jpg"))[:2]
+    for path in good:
+        shutil.copy2(path, folder / path.name)
+    (folder / "poison.jpg").write_bytes(good[0].read_bytes() + b"another file")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", CRASHING_ACTOR, str(folder), str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    passed = sum(checker.check(str(path)).ok for path in good)
+    assert proc.stdout.split() == ["3", str(passed), str(3 - passed)]  # stdout holds only the data
+    records = {Path(r["source"]).name: r for r in map(json.loads, (out / "report.jsonl").read_text().splitlines())}
+    poison = records.pop("poison.jpg")["findings"][0]
+    assert poison["code"] == "unreadable" and "ended the worker process" in poison["message"]
+    for path in good:  # the photos that shared the crashing batch were checked again, one by one
+        assert records[path.name]["ok"] == checker.check(str(path)).ok
