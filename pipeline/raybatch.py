@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from .batch import (
 from .config import MAX_INPUT_BYTES, PYARROW_SCHEMES, RAY_BATCH_ROWS, RAY_CRASH_RETRIES
 from .errors import InputError, UsageError
 from .findings import Finding
+from .geometry import Geometry, resolve_geometry
 from .ingest import IMAGE_SUFFIXES
 from .preview import render_preview
 from .ledger import Ledger
@@ -96,10 +98,10 @@ class PhotoChecker:
     """A Ray Data callable class: one Checker per actor, a batch of rows in, results out. A photo
     whose check raises becomes an `unreadable` record, never a failed job."""
 
-    def __init__(self) -> None:
+    def __init__(self, geometry: Geometry | None = None) -> None:
         from .verdict import Checker
 
-        self._checker = Checker()
+        self._checker = Checker(geometry=geometry)
 
     def _check(self, photo: str, ratio: str) -> tuple[dict[str, Any], bytes]:
         try:
@@ -148,6 +150,7 @@ def run_ray_batch(options: BatchOptions, *, address: str | None = None, workers:
     from .report import write_report
 
     started = time.monotonic()
+    options = replace(options, geometry=resolve_geometry(options.geometry))  # the driver's, sent to every actor
     out = Path(options.out)
     (out / "thumbs").mkdir(parents=True, exist_ok=True)
     rows = _rows(options)
@@ -207,7 +210,8 @@ def _run_actors(ray, ledger: Ledger, work: list[Row], audio_reports: dict[str, d
             say(f"ray: {len(left)} photo(s) were in batches whose actor crashed; checking them one by one")
         items = [{"index": i, "photo": work[i].photo, "ratio": work[i].ratio} for i in sorted(left)]
         results = ray.data.from_items(items).map_batches(
-            actor, compute=ray.data.ActorPoolStrategy(size=min(size, len(items))), num_cpus=1,
+            actor, fn_constructor_kwargs={"geometry": options.geometry},
+            compute=ray.data.ActorPoolStrategy(size=min(size, len(items))), num_cpus=1,
             batch_size=batch_rows, max_restarts=RAY_CRASH_RETRIES, max_task_retries=RAY_CRASH_RETRIES)
         for result in results.iter_rows():
             index = int(result["index"])
