@@ -212,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--max-cost", type=float, metavar="CNY", help="never spend more than this")
     calibrate.add_argument("--yes", action="store_true", help="do not ask before spending")
     calibrate.add_argument("-o", "--output", metavar="FILE", required=True, help="the geometry file to write")
+    _api_options(calibrate)
     calibrate.set_defaults(run=_cmd_calibrate)
     return parser
 
