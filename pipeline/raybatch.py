@@ -45,8 +45,8 @@ from .errors import InputError, UsageError
 from .findings import Finding
 from .geometry import Geometry, resolve_geometry
 from .ingest import IMAGE_SUFFIXES
-from .preview import render_preview
 from .ledger import Ledger
+from .preview import render_preview
 
 __all__ = ["run_ray_batch", "list_photos", "PhotoChecker"]
 
