@@ -71,6 +71,7 @@ def bottlenecks(folder: Path, photos: list[Path]) -> dict[str, float]:
     from pipeline.batch import BatchOptions, Row, record_result, register_job, thumbnail_jpeg
     from pipeline.ingest import load_image
     from pipeline.ledger import Ledger
+    from pipeline.preview import render_preview
     from pipeline.raybatch import list_photos
 
     list_photos(f"file://{folder}")  # pyarrow's first call pays its import
@@ -89,7 +90,8 @@ def bottlenecks(folder: Path, photos: list[Path]) -> dict[str, float]:
             t2 = time.perf_counter()
             decode.append(t1 - t0)
             check.append(t2 - t1)
-            sizes.append(len(json.dumps(report.to_dict(), ensure_ascii=False).encode()) + len(thumbnail_jpeg(report)))
+            thumb = thumbnail_jpeg(render_preview(report)) or b""
+            sizes.append(len(json.dumps(report.to_dict(), ensure_ascii=False).encode()) + len(thumb))
         reports = [checker.check(str(p)).to_dict() for p in sample]
     with tempfile.TemporaryDirectory() as tmp:
         options = BatchOptions(input=str(folder), out=tmp)
