@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT := demo-out
 
-.PHONY: demo test bench models clean
+.PHONY: demo test bench models image clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
 	touch $(STAMP)
 
 # Check every photo in samples/ and write a preview picture per photo to demo-out/.
@@ -30,10 +30,17 @@ bench: $(STAMP)
 	$(BIN)/python bench/fix.py
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/calibrate.py
+	$(BIN)/python bench/scale.py
 
 # Rebuild models/ from the mediapipe 0.10.21 wheel on PyPI and check the hashes.
 models: $(STAMP)
 	$(BIN)/python models/rebuild.py
+
+# A container image (Dockerfile); needs a Docker engine and the network. EXTRAS=ray adds Ray.
+IMAGE ?= emo-prep
+EXTRAS ?=
+image:
+	docker build --build-arg EXTRAS=$(EXTRAS) -t $(IMAGE):$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' pipeline/__init__.py) -t $(IMAGE):latest .
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

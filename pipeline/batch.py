@@ -178,12 +178,20 @@ def _init_worker(geometry: Geometry) -> None:
     _checker = Checker(geometry=geometry)
 
 
+def thumbnail_jpeg(picture) -> bytes | None:
+    """A report-page picture (a rendered preview) 360 px wide, as JPEG bytes."""
+    import cv2
+
+    scale = _THUMB_WIDTH / picture.shape[1]
+    thumb = cv2.resize(picture, (_THUMB_WIDTH, max(1, round(picture.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return buf.tobytes() if ok else None
+
+
 def _check_in_worker(job_id: str, photo: str, ratio: str, thumb_dir: str,
                      fix_dir: str | None = None) -> tuple[str, dict[str, Any], str | None]:
     """Check one photo (and with `fix_dir` fix it, see `fix_record`) and write its preview
     thumbnail; runs in a worker process."""
-    import cv2
-
     from .preview import render_fix_preview, render_preview
 
     if fix_dir is None:
@@ -194,13 +202,16 @@ def _check_in_worker(job_id: str, photo: str, ratio: str, thumb_dir: str,
 
         result = fix(photo, ratio, out_dir=fix_dir, checker=_checker, name=f"{job_id[:12]}-{Path(photo).name}")
         record, picture = fix_record(result), render_fix_preview(result)
-    scale = _THUMB_WIDTH / picture.shape[1]
-    thumb = cv2.resize(picture, (_THUMB_WIDTH, max(1, round(picture.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-    path = Path(thumb_dir) / f"{job_id}.jpg"
-    ok, buf = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, 75])
-    if ok:
-        path.write_bytes(buf.tobytes())
-    return job_id, record, str(path) if ok else None
+    return job_id, record, write_thumbnail(Path(thumb_dir), job_id, thumbnail_jpeg(picture))
+
+
+def write_thumbnail(thumb_dir: Path, job_id: str, data: bytes | None) -> str | None:
+    """Store a job's thumbnail where the report finds it; its path, or None without one."""
+    if not data:
+        return None
+    path = thumb_dir / f"{job_id}.jpg"
+    path.write_bytes(data)
+    return str(path)
 
 
 def fix_record(result: FixResult) -> dict[str, Any]:
@@ -233,9 +244,6 @@ def _progress(total: int):
 # --- the batch ----------------------------------------------------------------------------
 def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
               ) -> BatchSummary:
-    from .audio import check_audio
-    from .payload import estimate_cost
-
     started = time.monotonic()
     options = replace(options, geometry=resolve_geometry(options.geometry))  # a bad file stops us here
     out = Path(options.out)
@@ -246,24 +254,14 @@ def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: p
             wait=options.wait_lock, on_wait=lambda holder: say(
                 f"waiting for the other submitting emo-prep to finish with {ledger.path} ({holder})"))
             if options.submit else contextlib.nullcontext()):
-        audio_reports: dict[str, dict[str, Any]] = {}
         jobs: list[tuple[Row, str]] = []
         for row in rows:
-            photo_sha, audio_sha = _sha256_of(row.photo), _sha256_of(row.audio)
-            key = job_key(photo_sha or f"missing:{row.photo}", audio_sha or (f"missing:{row.audio}" if row.audio
-                                                                             else None), row.ratio, row.style)
-            if row.problem:  # a broken row is its own job, never merged with a good one
-                key = job_key(f"row {row.row}: {row.problem}", str(options.manifest or options.input), "-", "-")
-            ledger.add_job(key, row.row, row.photo, photo_sha, row.audio, audio_sha, row.ratio, row.style)
-            jobs.append((row, key))
+            jobs.append((row, register_job(ledger, row, options, _sha256_of(row.photo))))
         todo = [(row, key) for row, key in jobs if ledger.job(key).state == "new"]
         _warn_other_geometry(ledger, [key for _, key in jobs], options.geometry, say)
-        # audio: each distinct clip once, in this process (PyAV is quick and not thread-bound)
-        for row, _ in todo:
-            if row.audio and row.audio not in audio_reports:
-                audio_reports[row.audio] = _audio_dict(check_audio(row.audio))
+        audio_reports = check_audio_once([row for row, _ in todo])
         if todo:
-            _check_all(ledger, todo, audio_reports, options, out, estimate_cost)
+            _check_all(ledger, todo, audio_reports, options, out)
         from .report import write_report
 
         stopped = False
@@ -273,6 +271,29 @@ def run_batch(options: BatchOptions, *, say: Callable[[str], None] = lambda s: p
         finally:  # also when an account-wide error stops the submitting: the report shows where it stopped
             write_report(ledger, out, seconds=time.monotonic() - started)
         return _summary(ledger, ledger.jobs(), stopped, time.monotonic() - started)
+
+
+def register_job(ledger: Ledger, row: Row, options: BatchOptions, photo_sha: str | None) -> str:
+    """Add the row's job to the ledger (unless it is there) and return its key: same photo bytes,
+    audio and parameters, same job."""
+    audio_sha = _sha256_of(row.audio)
+    key = job_key(photo_sha or f"missing:{row.photo}", audio_sha or (f"missing:{row.audio}" if row.audio
+                                                                     else None), row.ratio, row.style)
+    if row.problem:  # a broken row is its own job, never merged with a good one
+        key = job_key(f"row {row.row}: {row.problem}", str(options.manifest or options.input), "-", "-")
+    ledger.add_job(key, row.row, row.photo, photo_sha, row.audio, audio_sha, row.ratio, row.style)
+    return key
+
+
+def check_audio_once(rows: list[Row]) -> dict[str, dict[str, Any]]:
+    """Each distinct clip checked once, in this process (PyAV is quick and not thread-bound)."""
+    from .audio import check_audio
+
+    reports: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.audio and row.audio not in reports:
+            reports[row.audio] = _audio_dict(check_audio(row.audio))
+    return reports
 
 
 def _audio_dict(report) -> dict[str, Any]:
@@ -289,13 +310,36 @@ def _warn_other_geometry(ledger: Ledger, keys: list[str], geometry: Geometry, sa
             f"(their report says which); use a new --out or --ledger to check them with this one")
 
 
-def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[str, dict[str, Any]],
-               options: BatchOptions, out: Path, estimate_cost) -> None:
+def record_problems(ledger: Ledger, todo: list[tuple[Row, str]]) -> set[str]:
+    """Record the manifest rows that cannot be checked as rejected; their keys."""
     problems = {key: row for row, key in todo if row.problem}
     for key, row in problems.items():
         finding = Finding("manifest_invalid", "error", f"manifest row {row.row + 1}: {row.problem}")
         ledger.record_check(key, verdict="reject", report=_failed_report(row, finding), audio=None,
                             cost_estimate=None, thumbnail=None)
+    return set(problems)
+
+
+def record_result(ledger: Ledger, key: str, row: Row, report: dict[str, Any], thumb: str | None,
+                  audio_reports: dict[str, dict[str, Any]], options: BatchOptions) -> bool:
+    """Record a photo's check with its audio's; True when both passed."""
+    from .payload import estimate_cost
+
+    audio = audio_reports.get(row.audio) if row.audio else None
+    if options.submit and row.audio is None:
+        audio = {"source": None, "ok": False, "findings": [Finding(
+            "audio_unreadable", "error",
+            "no audio given for this photo (--audio, or an audio column in the manifest)").to_dict()]}
+    ok = report["ok"] and (audio is None or audio["ok"])
+    cost = estimate_cost(audio["duration_s"], row.ratio) if audio and audio.get("duration_s") else None
+    ledger.record_check(key, verdict="pass" if ok else "reject", report=report, audio=audio,
+                        cost_estimate=cost, thumbnail=thumb)
+    return ok
+
+
+def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[str, dict[str, Any]],
+               options: BatchOptions, out: Path) -> None:
+    problems = record_problems(ledger, todo)
     work = [(row, key) for row, key in todo if key not in problems]
     if not work:
         return
@@ -319,15 +363,7 @@ def _check_all(ledger: Ledger, todo: list[tuple[Row, str]], audio_reports: dict[
                 report = _failed_report(row, Finding("unreadable", "error", f"{row.photo}: the check failed "
                                                                            f"({type(exc).__name__}: {str(exc)[:200]})"))
                 thumb = None
-            audio = audio_reports.get(row.audio) if row.audio else None
-            if options.submit and row.audio is None:
-                audio = {"source": None, "ok": False, "findings": [Finding(
-                    "audio_unreadable", "error",
-                    "no audio given for this photo (--audio, or an audio column in the manifest)").to_dict()]}
-            ok = report["ok"] and (audio is None or audio["ok"])
-            cost = estimate_cost(audio["duration_s"], row.ratio) if audio and audio.get("duration_s") else None
-            ledger.record_check(key, verdict="pass" if ok else "reject", report=report, audio=audio,
-                                cost_estimate=cost, thumbnail=thumb)
+            ok = record_result(ledger, key, row, report, thumb, audio_reports, options)
             counts["passed" if ok else "rejected"] += 1
             bar.set_postfix(counts, refresh=False)
             bar.update(1)
@@ -369,6 +405,7 @@ def _submit_all(ledger: Ledger, options: BatchOptions, out: Path, say: Callable[
 
     streak = [0]  # service failures in a row
     with EmoClient(poll_initial_s=options.poll_interval_s, poll_max_s=options.poll_interval_s) as client:
+        say(f"endpoint: {client.endpoint}")
         _reconcile(ledger, client, say)
         active: dict[str, str] = {t["task_id"]: t["job_id"] for t in ledger.tasks()
                                   if t["status"] not in ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")}

@@ -404,6 +404,7 @@ def calibrate(paths: Iterable[str], *, ratio: str, output: str | os.PathLike[str
     interrupted: str | None = None
     own = client is None
     client = client or EmoClient()
+    say(f"endpoint: {client.endpoint}")
     try:
         with record.open("a", encoding="utf-8") as handle:
             for sample in chosen:

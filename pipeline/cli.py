@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -22,6 +23,8 @@ from .config import CALIBRATE_SAMPLES, FIX_OUT_DIR, RATIOS, STYLE_LEVELS
 __all__ = ["main"]
 
 EXIT_OK, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
+#: What a shell reports for a writer ended by SIGPIPE (128 + 13), as `yes | head` does.
+EXIT_BROKEN_PIPE = 141
 
 
 def _geometry_option(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +33,10 @@ def _geometry_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="emo-prep", description="Prepare portrait photos for DashScope EMO (emo-v1).")
+    parser.add_argument("--version", action="version", version=f"emo-prep {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser(
         "check", help="check photos and compute face_bbox / ext_bbox",
@@ -98,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait for the task and download the video")
     submit.add_argument("-o", "--output", metavar="OUT.mp4", help="where to write the video (default: PHOTO name .mp4)")
     _geometry_option(submit)
+    _api_options(submit)
     submit.set_defaults(run=_cmd_submit)
 
     task = sub.add_parser(
@@ -110,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     task.add_argument("--wait", action="store_true")
     task.add_argument("-o", "--output", metavar="OUT.mp4")
     task.add_argument("--list", action="store_true", help="list recent tasks (newest first)")
+    _api_options(task)
     task.set_defaults(run=_cmd_task)
 
     batch = sub.add_parser(
@@ -126,7 +134,13 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--ratio", choices=list(RATIOS), default="1:1")
     batch.add_argument("--style", choices=list(STYLE_LEVELS), default="normal")
     batch.add_argument("--submit", action="store_true", help="upload, submit, wait and download the passing photos")
-    batch.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="check processes (default: cores)")
+    batch.add_argument("--workers", type=int, help="check processes, or Ray actors (default: the cores, or the "
+                                                  "Ray cluster's CPUs)")
+    batch.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="check in local processes (default) or on Ray Data (check only; needs emo-prep[ray]); "
+                            "with ray, INPUT may also be a URI pyarrow reads, such as s3://bucket/photos/")
+    batch.add_argument("--address", metavar="ADDR", help="with --engine ray: join this Ray cluster (default: a "
+                                                         "local Ray)")
     batch.add_argument("--ledger", metavar="FILE", help="SQLite ledger (default OUT/ledger.sqlite)")
     batch.add_argument("--out", metavar="DIR", default="emo-batch", help="report, thumbnails and videos (emo-batch/)")
     batch.add_argument("--max-cost", type=float, metavar="CNY", help="stop submitting before this would be passed")
@@ -139,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="fix what a crop or a downscale can (see `emo-prep fix`) into OUT/fixed/ and submit that")
     batch.add_argument("--wait-lock", action="store_true",
                        help="with --submit: wait while another process submits from the same ledger (default: exit 2)")
+    _api_options(batch)
     batch.set_defaults(run=_cmd_batch)
 
     ledger = sub.add_parser(
@@ -178,6 +193,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="answer a face-detect rejection as 200 check_pass=false or 400 InvalidFile.*")
     sandbox.add_argument("--detect-geometry", metavar="FILE",
                          help="answer face-detect with these box rules instead of emo-prep's defaults")
+    sandbox.add_argument("--task-list-shape", choices=["data", "tasks"], default="data",
+                         help="list tasks as data/task_status (default) or tasks/status (as SDK 2.x reads them)")
     sandbox.set_defaults(run=_cmd_sandbox)
 
     calibrate = sub.add_parser(
@@ -195,8 +212,28 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--max-cost", type=float, metavar="CNY", help="never spend more than this")
     calibrate.add_argument("--yes", action="store_true", help="do not ask before spending")
     calibrate.add_argument("-o", "--output", metavar="FILE", required=True, help="the geometry file to write")
+    _api_options(calibrate)
     calibrate.set_defaults(run=_cmd_calibrate)
     return parser
+
+
+def _api_options(command: argparse.ArgumentParser) -> None:
+    """Options of the commands that talk to the API."""
+    command.add_argument("-v", "--verbose", action="store_true",
+                         help="say on stderr each retry, its reason and its wait (never the key)")
+
+
+def _missing(paths: Sequence[str]) -> int | None:
+    """A usage error (exit 2) for paths that do not exist; URLs are left to the fetch."""
+    missing = [p for p in paths if "://" not in p and not os.path.exists(p)]
+    if not missing:
+        return None
+    _say(f"Error: no such file or folder: {', '.join(missing)}")
+    return EXIT_ERROR
+
+
+def _talking_to(client) -> None:
+    _say(f"endpoint: {client.endpoint}")
 
 
 def _row(report) -> str:
@@ -215,6 +252,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .preview import write_preview
     from .verdict import Checker
 
+    if (status := _missing(args.paths)) is not None:
+        return status
     sources = list(expand_sources(args.paths))
     if not sources:
         print("Error: no photos found in the given folders", file=sys.stderr)
@@ -299,6 +338,8 @@ def _print_findings(what: str, findings) -> None:
 def _cmd_check_audio(args: argparse.Namespace) -> int:
     from .audio import check_audio
 
+    if (status := _missing(args.paths)) is not None:
+        return status
     rejected = 0
     for path in args.paths:
         report = check_audio(path)
@@ -323,6 +364,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from .payload import VideoInput, VideoParameters, VideoSynthesisRequest, estimate_cost
     from .verdict import Checker
 
+    if (status := _missing([args.photo, args.audio])) is not None:
+        return status
     with Checker(geometry=args.geometry) as checker:
         _say_geometry(checker.geometry)
         report = checker.check(args.photo, ratio=args.ratio)
@@ -367,6 +410,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     from .errors import PortraitRejected
 
     with EmoClient() as client:
+        _talking_to(client)
         image_url = args.image_url or client.upload(form.data, filename=Path(args.photo).with_suffix(
             "." + ("jpg" if form.format == "jpeg" else form.format)).name)
         audio_url = args.audio_url or client.upload(audio.data, filename=Path(args.audio).with_suffix(
@@ -446,6 +490,7 @@ def _cmd_task(args: argparse.Namespace) -> int:
         _say("Error: give a TASK_ID or --list")
         return EXIT_ERROR
     with EmoClient() as client:
+        _talking_to(client)
         if args.list:
             for item in client.list_tasks(page_size=20).data:
                 print(json.dumps(item.model_dump(exclude_none=True)), flush=True)
@@ -483,6 +528,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
                              fault_429=args.fault_429, fault_500=args.fault_500, latency_s=args.latency,
                              drop_submits=args.drop_submits, expire_after_s=args.expire_after,
                              detect_reject_status=args.detect_reject_status,
+                             task_list_shape=args.task_list_shape,
                              detect_geometry=load_geometry(args.detect_geometry) if args.detect_geometry else None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -498,15 +544,23 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, run_batch
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         _say("Error: --workers must be at least 1")
         return EXIT_ERROR
+    if args.address and args.engine != "ray":
+        _say("Error: --address is for --engine ray")
+        return EXIT_ERROR
     options = BatchOptions(input=args.input, audio=args.audio, manifest=args.manifest, ratio=args.ratio,
-                           style=args.style, submit=args.submit, workers=args.workers, ledger=args.ledger,
-                           out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed, force=args.force,
-                           poll_interval_s=args.poll_interval, geometry=args.geometry, fix=args.fix,
-                           wait_lock=args.wait_lock)
-    summary = run_batch(options, say=_say)
+                           style=args.style, submit=args.submit, workers=args.workers or os.cpu_count() or 1,
+                           ledger=args.ledger, out=args.out, max_cost=args.max_cost, retry_failed=args.retry_failed,
+                           force=args.force, poll_interval_s=args.poll_interval, geometry=args.geometry,
+                           fix=args.fix, wait_lock=args.wait_lock)
+    if args.engine == "ray":
+        from .raybatch import run_ray_batch
+
+        summary = run_ray_batch(options, address=args.address, workers=args.workers, say=_say)
+    else:
+        summary = run_batch(options, say=_say)
     reasons = ", ".join(f"{code} {n}" for code, n in summary.reasons.items())
     fixed = f" ({summary.fixed} of them fixed)" if args.fix else ""
     print(f"{summary.jobs} photos: {summary.passed} passed{fixed}, {summary.rejected} rejected"
@@ -610,13 +664,26 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
+def _log_to_stderr(verbose: bool) -> None:
+    """The library's log lines (retries with -v; warnings always) go to stderr, one per line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("pipeline")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `emo-prep` console script."""
     args = _parser().parse_args(argv)
     from .errors import EmoPrepError
 
+    _log_to_stderr(getattr(args, "verbose", False))
     try:
         return int(args.run(args))
+    except BrokenPipeError:  # the reader left (`| head`): what was written stays written; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except EmoPrepError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_ERROR

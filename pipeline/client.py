@@ -5,9 +5,12 @@ answers parsed by `_Core`; retry decisions are three pure functions (`parse_retr
 `backoff_delay`, `should_retry`). Only calls that are safe to repeat are retried; a submit
 whose request may have reached the service is never resent (AmbiguousSubmitError).
 
-Arguments first, environment as fallback: `api_key` or DASHSCOPE_API_KEY, `base_url` or
-DASHSCOPE_HTTP_BASE_URL (default Beijing). The key is sent only in the Authorization header
-of API calls (never to upload or result hosts) and never appears in a log, repr or message.
+Arguments first, environment as fallback, the way the DashScope SDK reads it: `api_key` or
+DASHSCOPE_API_KEY, DASHSCOPE_API_KEY_FILE_PATH, ~/.dashscope/api_key; `base_url` or
+DASHSCOPE_HTTP_BASE_URL (SDK 1.x), DASHSCOPE_BASE_URL (SDK 2.x, unless it is the OpenAI-compatible
+mode), default Beijing; `workspace` or DASHSCOPE_WORKSPACE. The key is sent only in the
+Authorization header of API calls (never to upload or result hosts) and never appears in a log,
+repr or message. Each retry is logged (logger `pipeline.client`, INFO) with its reason and wait.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import random
 import re
 import time
@@ -30,15 +34,22 @@ from typing import Any
 
 import httpx
 
+from . import __version__
 from .config import (
     API_TIMEOUT_S,
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
+    COMPATIBLE_MODE_PATH,
+    DEFAULT_API_KEY_FILE,
     DEFAULT_BASE_URL,
     ENV_API_KEY,
+    ENV_API_KEY_FILE,
     ENV_BASE_URL,
+    ENV_BASE_URL_V2,
+    ENV_WORKSPACE,
     MAX_DOWNLOAD_BYTES,
     MAX_RETRIES,
+    NATIVE_API_PATH,
     POLL_FACTOR,
     POLL_INITIAL_S,
     POLL_MAX_S,
@@ -46,6 +57,7 @@ from .config import (
     TRANSFER_TIMEOUT_S,
     VIDEO_MODEL,
     WAIT_TIMEOUT_S,
+    WORKSPACE_HEADER,
 )
 from .errors import (
     AmbiguousSubmitError,
@@ -77,9 +89,57 @@ from .payload import (
 )
 
 __all__ = ["EmoClient", "AsyncEmoClient", "RetryPolicy", "parse_retry_after", "backoff_delay", "should_retry",
-           "finding_for_api_code"]
+           "finding_for_api_code", "resolve_base_url", "USER_AGENT"]
 
 log = logging.getLogger("pipeline.client")
+
+#: Names us to the service (and to whoever reads its logs), as the SDK names itself.
+USER_AGENT = f"emo-prep/{__version__} httpx/{httpx.__version__} python/{platform.python_version()}"
+
+
+def resolve_base_url(base_url: str | None = None) -> tuple[str, str]:
+    """The API base URL and where it came from: the argument, DASHSCOPE_HTTP_BASE_URL (SDK 1.x),
+    DASHSCOPE_BASE_URL (SDK 2.x; a bare host gets /api/v1; an OpenAI-compatible-mode URL is
+    ignored with a warning, it has no EMO), else Beijing."""
+    if base_url:
+        return base_url.rstrip("/"), "argument"
+    if value := os.environ.get(ENV_BASE_URL, "").strip():
+        return value.rstrip("/"), ENV_BASE_URL
+    if value := os.environ.get(ENV_BASE_URL_V2, "").strip():
+        path = httpx.URL(value).path
+        if COMPATIBLE_MODE_PATH not in path:
+            return value.rstrip("/") + (NATIVE_API_PATH if path.strip("/") == "" else ""), ENV_BASE_URL_V2
+        log.warning("ignoring %s=%s: that is the OpenAI-compatible API, which has no EMO; using %s", ENV_BASE_URL_V2,
+                    value, DEFAULT_BASE_URL)
+    return DEFAULT_BASE_URL, "default: Beijing"
+
+
+def _read_api_key(api_key: str | None) -> str:
+    """The key the SDK's ways: argument, DASHSCOPE_API_KEY, the file DASHSCOPE_API_KEY_FILE_PATH
+    names, ~/.dashscope/api_key."""
+    key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
+    if key is None:
+        named = os.environ.get(ENV_API_KEY_FILE)
+        path = Path(named or DEFAULT_API_KEY_FILE).expanduser()
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            if named:  # asked for by name: say why it was not read
+                raise UsageError(f"{ENV_API_KEY_FILE}: cannot read the key file {path} "
+                                 f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    if not key:
+        raise UsageError(f"no DashScope API key: pass api_key=... or set {ENV_API_KEY} (or write the key to "
+                         f"{DEFAULT_API_KEY_FILE}, or name a key file in {ENV_API_KEY_FILE})")
+    return key
+
+
+def _task_id_of(task: str | TaskResponse) -> str:
+    """A task id, given as the id or as the TaskResponse that submit() returned."""
+    if isinstance(task, TaskResponse):
+        return task.output.task_id
+    if isinstance(task, str):
+        return task
+    raise UsageError(f"task: expected a task id or the TaskResponse submit() returned, got {type(task).__name__}")
 
 #: The service's portrait verdicts (spec 3.1/3.2) mapped to our check codes.
 _API_CODE_TO_FINDING = {
@@ -178,23 +238,28 @@ class _Call:
 class _Core:
     """Options, request building and answer parsing; no I/O."""
 
-    def __init__(self, *, api_key: str | None, base_url: str | None, timeout: float,
+    def __init__(self, *, api_key: str | None, base_url: str | None, workspace: str | None, timeout: float,
                  retry: RetryPolicy, poll_initial_s: float, poll_max_s: float) -> None:
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
-        if not key:
-            raise UsageError(f"no DashScope API key: pass api_key=... or set {ENV_API_KEY}")
-        self._api_key = key
-        self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
+        self._api_key = _read_api_key(api_key)
+        self.base_url, self.base_url_source = resolve_base_url(base_url)
+        """The API base URL, and where it came from (argument, an environment variable, default)."""
+        self.workspace = workspace if workspace is not None else (os.environ.get(ENV_WORKSPACE) or None)
         self.timeout = timeout
         self.retry = retry
         self.poll_initial_s = poll_initial_s
         self.poll_max_s = poll_max_s
 
+    @property
+    def endpoint(self) -> str:
+        """The API base URL and where it came from, for telling the user which service is paid."""
+        return f"{self.base_url} ({self.base_url_source})"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, api_key='{self._api_key[:3]}***')"
 
     def _options(self) -> dict[str, Any]:
-        return {"api_key": self._api_key, "base_url": self.base_url, "timeout": self.timeout,
+        return {"api_key": self._api_key, "base_url": self.base_url, "workspace": self.workspace,
+                "timeout": self.timeout,
                 "retry": self.retry, "poll_initial_s": self.poll_initial_s, "poll_max_s": self.poll_max_s}
 
     def _redact(self, text: str) -> str:
@@ -204,6 +269,8 @@ class _Core:
         headers = dict(call.headers)
         if call.authorised:
             headers["Authorization"] = f"Bearer {self._api_key}"
+            if self.workspace:
+                headers[WORKSPACE_HEADER] = self.workspace
         return headers
 
     # builders
@@ -299,28 +366,31 @@ class _Core:
             delay = min(self.poll_max_s, delay * POLL_FACTOR)
 
     def _decide(self, call: _Call, attempt: int, status: int | None, sent: bool,
-                retry_after: str | None) -> float | None:
-        """Seconds to wait before trying `call` again, or None to give up now."""
+                retry_after: str | None, reason: str) -> float | None:
+        """Seconds to wait before trying `call` again, or None to give up now; `reason` (what went
+        wrong, never a secret) goes into the log line."""
         if attempt >= self.retry.max_retries or not should_retry(status, idempotent=call.idempotent, sent=sent):
             return None
         hinted = parse_retry_after(retry_after)
         if hinted is not None and hinted > self.retry.retry_after_cap_s:
             return None
         delay = hinted if hinted is not None else backoff_delay(attempt, self.retry)
-        log.info("retrying %s after %s in %.2f s (attempt %d of %d)", call.what,
-                 status if status is not None else "no answer", delay, attempt + 1, self.retry.max_retries)
+        log.info("retrying %s after %s: waiting %.2f s%s (retry %d of %d)", call.what, reason, delay,
+                 " as Retry-After asks" if hinted is not None else "", attempt + 1, self.retry.max_retries)
         return delay
 
     def _after_failure(self, call: _Call, attempt: int, failure: httpx.Response | httpx.TransportError,
                        sent_at: float) -> float:
         """Seconds to wait before trying `call` again; raises the typed error when it must not be."""
         if isinstance(failure, httpx.Response):
-            delay = self._decide(call, attempt, failure.status_code, True, failure.headers.get("retry-after"))
+            code = self._error(call, failure).code
+            delay = self._decide(call, attempt, failure.status_code, True, failure.headers.get("retry-after"),
+                                 f"HTTP {failure.status_code}" + (f" {code}" if code else ""))
             if delay is None:
                 raise self._error(call, failure)
             return delay
         sent = not isinstance(failure, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-        delay = self._decide(call, attempt, None, sent, None)
+        delay = self._decide(call, attempt, None, sent, None, f"no answer ({type(failure).__name__})")
         if delay is None:
             if sent and not call.idempotent:
                 raise self._ambiguous(call, failure, sent_at) from failure
@@ -331,7 +401,8 @@ class _Core:
         """Seconds before fetching a result again (a GET, safe to repeat); raises the typed
         error when it must not be."""
         status = exc.status_code if isinstance(exc, APIStatusError) else None
-        delay = self._decide(call, attempt, status, True, None)
+        delay = self._decide(call, attempt, status, True, None,
+                             f"HTTP {status}" if status is not None else f"no answer ({type(exc).__name__})")
         if delay is not None:
             return delay
         if isinstance(exc, httpx.TransportError):
@@ -422,7 +493,8 @@ def _expected_length(response: httpx.Response) -> int | None:
 
 
 _CLIENT_DOC = """Keyword-only options: api_key (else DASHSCOPE_API_KEY), base_url (else
-    DASHSCOPE_HTTP_BASE_URL, else Beijing), timeout (seconds per connect/read/write),
+    DASHSCOPE_HTTP_BASE_URL or DASHSCOPE_BASE_URL, else Beijing), workspace (else
+    DASHSCOPE_WORKSPACE), timeout (seconds per connect/read/write),
     retry (RetryPolicy), poll_initial_s / poll_max_s (task polling), transport (an httpx
     transport, for tests). Use as a context manager or call close()."""
 
@@ -430,16 +502,18 @@ _CLIENT_DOC = """Keyword-only options: api_key (else DASHSCOPE_API_KEY), base_ur
 class EmoClient(_Core):
     __doc__ = "Synchronous EMO client. " + _CLIENT_DOC
 
-    def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None, workspace: str | None = None,
                  timeout: float = API_TIMEOUT_S, retry: RetryPolicy | None = None,
                  poll_initial_s: float = POLL_INITIAL_S, poll_max_s: float = POLL_MAX_S,
                  transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(api_key=api_key, base_url=base_url, timeout=timeout, retry=retry or RetryPolicy(),
+        super().__init__(api_key=api_key, base_url=base_url, workspace=workspace, timeout=timeout,
+                         retry=retry or RetryPolicy(),
                          poll_initial_s=poll_initial_s, poll_max_s=poll_max_s)
         self._transport = transport
         self._sleep = sleep
-        self._http: httpx.Client | None = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+        self._http: httpx.Client | None = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True,
+                                                              headers={"User-Agent": USER_AGENT})
 
     def with_options(self, **changes: Any) -> EmoClient:
         """A new client with some options changed (the original stays open and usable)."""
@@ -510,8 +584,9 @@ class EmoClient(_Core):
         """Create an emo-v1 task (paid). Never resent after it may have arrived."""
         return TaskResponse.model_validate(self._send(self._submit_call(request)).json())
 
-    def get_task(self, task_id: str) -> TaskResponse:
-        return TaskResponse.model_validate(self._send(self._task_call(task_id)).json())
+    def get_task(self, task: str | TaskResponse) -> TaskResponse:
+        """A task's state, by id or by the TaskResponse submit() returned."""
+        return TaskResponse.model_validate(self._send(self._task_call(_task_id_of(task))).json())
 
     def cancel(self, task_id: str) -> TaskResponse:
         """Cancel a task that is still PENDING."""
@@ -525,10 +600,12 @@ class EmoClient(_Core):
                                end_time=end_time, page_no=page_no, page_size=page_size)
         return TaskList.model_validate(self._send(call).json())
 
-    def wait(self, task_id: str, *, timeout: float = WAIT_TIMEOUT_S,
+    def wait(self, task: str | TaskResponse, *, timeout: float = WAIT_TIMEOUT_S,
              on_update: Callable[[TaskResponse], None] | None = None) -> TaskResponse:
-        """Poll until the task is final; return it when SUCCEEDED, else raise TaskFailed.
-        Raises TaskTimeout (carrying the task id) when `timeout` seconds pass first."""
+        """Poll until the task (an id, or the TaskResponse submit() returned) is final; return it
+        when SUCCEEDED, else raise TaskFailed. Raises TaskTimeout (carrying the task id) when
+        `timeout` seconds pass first."""
+        task_id = _task_id_of(task)
         deadline = time.monotonic() + timeout
         for delay in self._poll_delays():
             task = self.get_task(task_id)
@@ -575,15 +652,17 @@ class EmoClient(_Core):
 class AsyncEmoClient(_Core):
     __doc__ = "Asynchronous twin of EmoClient (same calls, awaitable). " + _CLIENT_DOC
 
-    def __init__(self, *, api_key: str | None = None, base_url: str | None = None,
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None, workspace: str | None = None,
                  timeout: float = API_TIMEOUT_S, retry: RetryPolicy | None = None,
                  poll_initial_s: float = POLL_INITIAL_S, poll_max_s: float = POLL_MAX_S,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(api_key=api_key, base_url=base_url, timeout=timeout, retry=retry or RetryPolicy(),
+        super().__init__(api_key=api_key, base_url=base_url, workspace=workspace, timeout=timeout,
+                         retry=retry or RetryPolicy(),
                          poll_initial_s=poll_initial_s, poll_max_s=poll_max_s)
         self._transport = transport
         self._http: httpx.AsyncClient | None = httpx.AsyncClient(timeout=timeout, transport=transport,
-                                                                 follow_redirects=True)
+                                                                 follow_redirects=True,
+                                                                 headers={"User-Agent": USER_AGENT})
 
     def with_options(self, **changes: Any) -> AsyncEmoClient:
         return AsyncEmoClient(**{**self._options(), "transport": self._transport, **changes})
@@ -648,8 +727,8 @@ class AsyncEmoClient(_Core):
     async def submit(self, request: VideoSynthesisRequest) -> TaskResponse:
         return TaskResponse.model_validate((await self._send(self._submit_call(request))).json())
 
-    async def get_task(self, task_id: str) -> TaskResponse:
-        return TaskResponse.model_validate((await self._send(self._task_call(task_id))).json())
+    async def get_task(self, task: str | TaskResponse) -> TaskResponse:
+        return TaskResponse.model_validate((await self._send(self._task_call(_task_id_of(task)))).json())
 
     async def cancel(self, task_id: str) -> TaskResponse:
         return TaskResponse.model_validate((await self._send(self._cancel_call(task_id))).json())
@@ -661,8 +740,9 @@ class AsyncEmoClient(_Core):
                                end_time=end_time, page_no=page_no, page_size=page_size)
         return TaskList.model_validate((await self._send(call)).json())
 
-    async def wait(self, task_id: str, *, timeout: float = WAIT_TIMEOUT_S,
+    async def wait(self, task: str | TaskResponse, *, timeout: float = WAIT_TIMEOUT_S,
                    on_update: Callable[[TaskResponse], None] | None = None) -> TaskResponse:
+        task_id = _task_id_of(task)
         deadline = time.monotonic() + timeout
         for delay in self._poll_delays():
             task = await self.get_task(task_id)

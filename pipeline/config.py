@@ -38,7 +38,18 @@ AUDIO_MAX_INPUT_BYTES = 100 * 1024 * 1024
 # --- service and client --------------------------------------------------------------------
 #: Beijing, the only region that serves EMO (spec 1.1); DASHSCOPE_HTTP_BASE_URL overrides.
 DEFAULT_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
-ENV_API_KEY, ENV_BASE_URL = "DASHSCOPE_API_KEY", "DASHSCOPE_HTTP_BASE_URL"
+#: The endpoint as the SDK reads it: 1.x DASHSCOPE_HTTP_BASE_URL, 2.x DASHSCOPE_BASE_URL (the
+#: first wins); a 2.x value that is only a host gets the native API's path.
+ENV_BASE_URL, ENV_BASE_URL_V2, NATIVE_API_PATH = "DASHSCOPE_HTTP_BASE_URL", "DASHSCOPE_BASE_URL", "/api/v1"
+#: DASHSCOPE_BASE_URL often points at the OpenAI-compatible API (.../compatible-mode/v1), which
+#: has no EMO: such a value is ignored with a warning.
+COMPATIBLE_MODE_PATH = "/compatible-mode"
+#: The key as the SDK reads it: DASHSCOPE_API_KEY, else the file DASHSCOPE_API_KEY_FILE_PATH
+#: names, else ~/.dashscope/api_key.
+ENV_API_KEY, ENV_API_KEY_FILE, DEFAULT_API_KEY_FILE = "DASHSCOPE_API_KEY", "DASHSCOPE_API_KEY_FILE_PATH", \
+    "~/.dashscope/api_key"
+#: A workspace id (RAM users' keys are bound to one), sent as X-DashScope-WorkSpace like the SDK.
+ENV_WORKSPACE, WORKSPACE_HEADER = "DASHSCOPE_WORKSPACE", "X-DashScope-WorkSpace"
 DETECT_MODEL, VIDEO_MODEL = "emo-detect-v1", "emo-v1"
 #: A geometry file (emo-prep calibrate) used when none is given as an argument.
 ENV_GEOMETRY = "EMO_PREP_GEOMETRY"
@@ -113,6 +124,17 @@ ALPHA_BACKGROUND_BGR = (255, 255, 255)
 UPLOAD_JPEG_QUALITY = 95
 #: Formats the service accepts as they are (spec section 2).
 SERVICE_FORMATS = ("jpeg", "png", "bmp", "webp")
+
+# --- the Ray engine (batch --engine ray) ---------------------------------------------------
+#: Photos per batch an actor checks: small enough that results stream back to the report
+#: every second or so (a photo takes 10-50 ms), large enough to keep Ray's per-task overhead low.
+RAY_BATCH_ROWS = 16
+#: A photo whose check ends its actor process (a crash in native code) is tried this many more
+#: times (the actor restarted) before its rows are given up and checked once more one by one;
+#: still crashing, it is recorded `unreadable`. Python errors never get here (caught per photo).
+RAY_CRASH_RETRIES = 2
+#: URI schemes read through pyarrow's filesystems on the Ray engine (http(s) go through ingest).
+PYARROW_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "file")
 
 # --- models -----------------------------------------------------------------------------
 #: Side of the square crop fed to the 468-point landmark model (its input size).

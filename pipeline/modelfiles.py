@@ -1,7 +1,9 @@
 """Locate the bundled model files and verify them against models/MANIFEST.json.
 
 Nothing is ever downloaded: the files are committed under models/ (taken from the
-mediapipe 0.10.21 wheel, see the MANIFEST). `EMO_PREP_MODELS` points elsewhere if needed.
+mediapipe 0.10.21 wheel, see the MANIFEST). An installed wheel carries them as
+`pipeline/models/`, a source checkout keeps them at its top level; `EMO_PREP_MODELS` points
+elsewhere if needed.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ _ENV = "EMO_PREP_MODELS"
 
 
 def models_dir() -> Path:
-    """The folder holding the model files: $EMO_PREP_MODELS, else models/ beside the package."""
+    """The folder holding the model files: $EMO_PREP_MODELS; else pipeline/models/ (an installed
+    wheel or sdist); else models/ beside the package (a source checkout)."""
     env = os.environ.get(_ENV)
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "models"
-    if not (path / "MANIFEST.json").is_file():
-        raise ModelError(f"no models/MANIFEST.json in {path}; install emo-prep from its checkout "
-                         f"(pip install -e .) or set {_ENV} to the models folder")
-    return path
+    package = Path(__file__).resolve().parent
+    candidates = [Path(env)] if env else [package / "models", package.parent / "models"]
+    for path in candidates:
+        if (path / "MANIFEST.json").is_file():
+            return path
+    raise ModelError(f"no MANIFEST.json in {' or '.join(map(str, candidates))}; reinstall emo-prep (its wheel "
+                     f"carries the models), run `make models` in a checkout, or set {_ENV} to the models folder")
 
 
 @lru_cache(maxsize=None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from .config import DETECT_MODEL, PRICE_CNY_PER_SECOND, RATIOS, VIDEO_MODEL
 
@@ -183,7 +183,8 @@ class TaskResponse(_Response):
 
 class TaskListItem(_Response):
     task_id: str
-    task_status: str
+    task_status: str = Field(validation_alias=AliasChoices("task_status", "status"))
+    """Read from `task_status` (our sandbox, the task query) or `status` (as SDK 2.x accepts)."""
     model_name: str | None = None
     submit_time: str | None = None
     end_time: str | None = None
@@ -192,7 +193,8 @@ class TaskListItem(_Response):
 class TaskList(_Response):
     """Answer of GET /tasks (its shape is not documented; spec 8.11): tolerant on purpose."""
 
-    data: list[TaskListItem] = []
+    data: list[TaskListItem] = Field(default=[], validation_alias=AliasChoices("data", "tasks"))
+    """The tasks, listed under `data` (our sandbox) or `tasks` (as SDK 2.x reads them)."""
     total: int | None = None
     page_no: int | None = None
     page_size: int | None = None

@@ -34,7 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
@@ -96,6 +96,9 @@ class SandboxOptions:
     detect_geometry: Geometry | None = None
     """The box rules of face-detect's answers (None: emo-prep's defaults, never the environment),
     so that a client can be tested against a "service" whose rule is not ours."""
+    task_list_shape: Literal["data", "tasks"] = "data"
+    """How GET /tasks lists tasks (undocumented, spec 8.11): `data` with `task_status`, or `tasks`
+    with `status` (the shape SDK 2.x reads)."""
     seed: int | None = None
     idle_timeout_s: float = SANDBOX_IDLE_TIMEOUT_S
     """A connection that sends nothing for this long is closed (keep-alive or mid-request)."""
@@ -151,6 +154,9 @@ class Sandbox:
 
     def __init__(self, options: SandboxOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.options = options or SandboxOptions()
+        if self.options.task_list_shape not in ("data", "tasks"):
+            raise ValueError(f"SandboxOptions.task_list_shape: expected 'data' or 'tasks', got "
+                             f"{self.options.task_list_shape!r}")
         self._rng = random.Random(self.options.seed)
         self._lock = threading.RLock()
         self._secret = uuid.uuid4().bytes
@@ -427,7 +433,8 @@ class Sandbox:
             self._tasks[task.task_id] = task
             self._records["submits"].append({"task_id": task.task_id, "at": round(now, 3),
                                              "body_sha256": hashlib.sha256(json.dumps(body, sort_keys=True).encode())
-                                             .hexdigest()})
+                                             .hexdigest(), "user_agent": headers.get("User-Agent"),
+                                             "workspace": headers.get("X-DashScope-WorkSpace")})
             drop = self._drops_left > 0
             if drop:
                 self._drops_left -= 1
@@ -477,8 +484,10 @@ class Sandbox:
             data = [{"task_id": t.task_id, "task_status": t.status, "model_name": VIDEO_MODEL,
                      "submit_time": _now_text(t.created), **({"end_time": _now_text(t.ended)} if t.ended else {})}
                     for t in page]
-        return {"request_id": str(uuid.uuid4()), "data": data, "total": len(tasks), "page_no": page_no,
-                "page_size": page_size}
+        if self.options.task_list_shape == "tasks":
+            data = [{("status" if k == "task_status" else k): v for k, v in item.items()} for item in data]
+        return {"request_id": str(uuid.uuid4()), self.options.task_list_shape: data, "total": len(tasks),
+                "page_no": page_no, "page_size": page_size}
 
     def result(self, task_id: str) -> bytes:
         with self._lock:

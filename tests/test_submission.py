@@ -141,7 +141,8 @@ def test_wrong_key_is_an_authentication_error_without_the_key(sandbox):
     assert "sk-wrong-key-999" not in str(err) + repr(err) + json.dumps(err.body)
 
 
-def test_missing_key_names_both_fixes():
+def test_missing_key_names_both_fixes(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.dashscope/api_key
     with pytest.raises(UsageError, match="api_key=.*DASHSCOPE_API_KEY"):
         EmoClient()
 
@@ -377,12 +378,13 @@ def test_cli_refuses_rejected_inputs_and_dry_run_sends_nothing(sandbox):
     assert len(sandbox.records()["submits"]) == before
 
 
-def test_cli_errors_exit_two_without_the_key(sandbox):
+def test_cli_errors_exit_two_without_the_key(sandbox, tmp_path):
     wrong = _cli("task", "abc", env_extra={"DASHSCOPE_API_KEY": "sk-secret-wrong", "DASHSCOPE_HTTP_BASE_URL":
                                            sandbox.api_base})
-    assert wrong.returncode == 2 and wrong.stderr.startswith("Error: HTTP 401 InvalidApiKey")
+    assert wrong.returncode == 2 and wrong.stderr.splitlines()[-1].startswith("Error: HTTP 401 InvalidApiKey")
+    assert wrong.stderr.splitlines()[0] == f"endpoint: {sandbox.api_base} (DASHSCOPE_HTTP_BASE_URL)"
     assert "sk-secret-wrong" not in wrong.stdout + wrong.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DASHSCOPE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASHSCOPE_")} | {"HOME": str(tmp_path)}
     missing = subprocess.run([EMO_PREP, "task", "abc"], capture_output=True, text=True, timeout=60, env=env)
     assert missing.returncode == 2 and "DASHSCOPE_API_KEY" in missing.stderr
     assert "Traceback" not in wrong.stderr + missing.stderr
