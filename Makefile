@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py
 	$(BIN)/python bench/occlusion.py
+	$(BIN)/python bench/fairness.py
 	$(BIN)/python bench/detectors.py
 	$(BIN)/python bench/hips.py
 	$(BIN)/python bench/derived.py
