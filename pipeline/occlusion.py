@@ -65,8 +65,6 @@ MIN_SKIN_CHROMA = 5.0
 class Coverage:
     """Measurements of the primary face; warmths are None when the colour cue is unusable."""
 
-    skin_chroma: float
-    """Chroma of the skin reference (Lab, 0-~100)."""
     nose_warmth: float | None
     lips_warmth: float | None
     mouth_contrast: float
@@ -122,7 +120,7 @@ def measure_coverage(image: LoadedImage, mesh: Mesh) -> Coverage:
         values = _values_in(grey, pts[list(outline)].astype(np.int32))
         spread = float(np.percentile(values, 90) - np.percentile(values, 10)) if values.size >= 4 else 0.0
         eyes[name] = spread / max(skin_l, 1.0)
-    return Coverage(skin_chroma=chroma, nose_warmth=warmth(_NOSE), lips_warmth=warmth(_LIPS),
+    return Coverage(nose_warmth=warmth(_NOSE), lips_warmth=warmth(_LIPS),
                     mouth_contrast=lips_spread / max(face_spread, 1.0), eye_contrast=eyes,
                     below_eye={name: (warmth(idx), lightness(idx)) for name, idx in _BELOW_EYES.items()},
                     mouth_xy=(float(mouth[0]), float(mouth[1])), face_side=side * max(sx, sy))

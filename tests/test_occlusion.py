@@ -3,6 +3,8 @@ covering drawn onto a real dev pass (where the mesh says the part is) is caught.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -166,7 +168,7 @@ def test_the_hand_model_is_asked_only_when_the_pixels_leave_it_open_and_the_face
     from pipeline.config import DEFAULT_CONFIG as cfg
     from pipeline.occlusion import Coverage
 
-    visible = Coverage(skin_chroma=20.0, nose_warmth=0.9, lips_warmth=0.9, mouth_contrast=0.8,
+    visible = Coverage(nose_warmth=0.9, lips_warmth=0.9, mouth_contrast=0.8,
                        eye_contrast={"right_eye": 0.6, "left_eye": 0.6},
                        below_eye={"right_eye": (0.9, 0.9), "left_eye": (0.9, 0.9)}, mouth_xy=(100.0, 100.0),
                        face_side=200.0)
@@ -180,5 +182,5 @@ def test_the_hand_model_is_asked_only_when_the_pixels_leave_it_open_and_the_face
     assert face_occluded(lambda: visible, hand, sure, [], cfg) == [] and asked == []
     found = face_occluded(lambda: visible, hand, sure - 0.01, [], cfg)
     assert asked == [1.0] and found[0].causes == ("hand",) and found[0].value == 0.98
-    masked = Coverage(**{**visible.__dict__, "lips_warmth": 0.0, "nose_warmth": 0.0})
+    masked = replace(visible, lips_warmth=0.0, nose_warmth=0.0)
     assert face_occluded(lambda: masked, hand, 0.5, [], cfg)[0].causes == ("mask",) and asked == [1.0]
