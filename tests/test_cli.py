@@ -96,7 +96,7 @@ def test_readme_python_examples_run(tmp_path):
     import re
     import shutil
 
-    from pipeline.sandbox import Sandbox, SandboxOptions
+    from pipeline.serve.sandbox import Sandbox, SandboxOptions
 
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert len(blocks) >= 2
