@@ -173,7 +173,8 @@ class _Reply(Exception):
 
 
 class Sandbox:
-    """The server: `start()` binds and serves in background threads, `stop()` ends them."""
+    """The server: `Sandbox()` binds its socket, `start()` serves in background threads (the
+    uvicorn loop and the task clock), `stop()` ends them."""
 
     def __init__(self, options: SandboxOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.options = options or SandboxOptions()
@@ -224,7 +225,9 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        """Stop serving: requests in progress get up to SANDBOX_STOP_GRACE_S to finish."""
+        """Stop serving: open connections are closed, requests in progress get up to
+        SANDBOX_STOP_GRACE_S to finish and are then cancelled (work already in a thread, such as
+        an added latency, runs out first)."""
         self._stop.set()
         self._server.should_exit = True
         for thread in self._threads:
@@ -677,11 +680,11 @@ class _App:
 
     def _log(self, request: Request, path: str) -> None:
         key = self.sb.options.api_key
-        seen = [value for _, value in request.headers.items()]
+        seen = [f"{name}: {value}" for name, value in request.headers.items()]
         seen += [request.url.query, unquote_plus(request.url.query)]
         sent = any((key and key in text) or BEARER_KEY.search(text) for text in seen)
         with self.sb._lock:
-            self.sb._records["requests"].append({"method": request.method, "path": path or "/",
+            self.sb._records["requests"].append({"method": request.method, "path": request.url.path,
                                                  "route": _route_of(path), "key_sent": bool(sent)})
 
     async def _read_body(self, request: Request, cap: int) -> bytes:
