@@ -102,6 +102,7 @@ def sandbox():
     ("POST", "/oss", {"Authorization": "bearer SK-shouting"}, "oss", True, 400),
     ("POST", "/oss", {}, "oss", False, 400),
     ("GET", "/nowhere", {}, "other", False, 404),
+    ("DELETE", "/api/v1/tasks/x", AUTH, "api", True, 405),  # a method the sandbox does not serve, logged too
     ("GET", "/sandbox/records", {}, "records", False, 401),
 ])
 def test_key_sent_is_seen_wherever_a_key_travels(sandbox, method, path, headers, route, key_sent, status):

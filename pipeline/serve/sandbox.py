@@ -664,7 +664,8 @@ class _App:
 
     def build(self) -> FastAPI:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        app.add_api_route("/{path:path}", self.handle, methods=["GET", "POST"], include_in_schema=False)
+        app.add_api_route("/{path:path}", self.handle, include_in_schema=False,  # every method reaches the log
+                          methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
         return app
 
     async def handle(self, request: Request) -> Response:
@@ -709,6 +710,8 @@ class _App:
 
     async def _dispatch(self, request: Request, path: str) -> Response:
         sb, method, headers = self.sb, request.method, request.headers
+        if method not in ("GET", "POST"):
+            raise _Reply(405, "MethodNotAllowed", f"{method} is not served here", close=True)  # body never read
         upload = method == "POST" and path == "/oss"  # signed by its form fields, inside the body
         api = path.startswith(API_PREFIX) or path == "/sandbox/records"
         result = RESULT_PATH.fullmatch(path)
