@@ -640,8 +640,8 @@ def _error_body(code: str, message: str) -> bytes:
                       ensure_ascii=False).encode()
 
 
-def _json(payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False).encode(), status, headers, "application/json")
+def _json(payload: dict[str, Any]) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False).encode(), 200, media_type="application/json")
 
 
 def _route_of(path: str) -> str:
