@@ -206,7 +206,11 @@ def main() -> None:
              f"Spread of `import pipeline.cli` (p25-p75): baseline {quartiles(cli_import[base])}, new "
              f"{quartiles(cli_import[new])}. `import pipeline.cli` loads no module of fastapi, starlette, uvicorn, "
              "anyio or h11 (tests/test_cli.py checks it), so its code path is the baseline's; the web stack costs "
-             "only where a sandbox is made (the last row).", ""]
+             "only where a sandbox is made (the last row).", "",
+             "The baseline's ~44 ms per keep-alive call is Nagle's algorithm meeting the client's delayed ACK: "
+             "http.server writes an answer's head and body apart and never sets TCP_NODELAY. The new sandbox's "
+             "connections have it (`_listen` in pipeline/serve/sandbox.py; tests/test_sandbox_limits.py checks it).",
+             ""]
     write_section("SANDBOX", "\n".join(lines))
 
 
