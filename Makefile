@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/calibrate.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/sandbox.py
 
 # Rebuild models/ from the mediapipe 0.10.21 wheel on PyPI and check the hashes.
 models: $(STAMP)

@@ -31,7 +31,7 @@ from pipeline.client import EmoClient  # noqa: E402
 from pipeline.config import DETECT_MODEL, DETECT_PRICE_CNY  # noqa: E402
 from pipeline.geometry import DEFAULT_GEOMETRY, Geometry  # noqa: E402
 from pipeline.ingest import upload_form  # noqa: E402
-from pipeline.sandbox import Sandbox, SandboxOptions  # noqa: E402
+from pipeline.serve.sandbox import Sandbox, SandboxOptions  # noqa: E402
 from pipeline.verdict import Checker  # noqa: E402
 
 TRUTH = Geometry(face_scale=1.12, face_dx=0.04, face_dy=-0.06, scale_11=2.2, shift_up_11=0.08, width_34=3.0,

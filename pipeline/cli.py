@@ -513,7 +513,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .sandbox import Sandbox, SandboxOptions
+    from .serve.sandbox import Sandbox, SandboxOptions
 
     try:
         loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback

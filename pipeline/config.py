@@ -92,8 +92,12 @@ MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024
 #: (a request is a few hundred bytes of JSON).
 SANDBOX_MAX_UPLOAD_BYTES = 120 * 1024 * 1024
 SANDBOX_MAX_API_BODY_BYTES = 1024 * 1024
-#: Seconds a sandbox connection may stay silent before it is closed (each one holds a thread).
+#: Seconds a sandbox connection may stay silent before it is closed (between requests, inside
+#: a request head or body), so that a stalled client cannot hold a connection for ever.
 SANDBOX_IDLE_TIMEOUT_S = 30.0
+#: Seconds `Sandbox.stop()` lets requests in progress finish (a fetch or an added latency)
+#: before it cancels them: stop is quick even when a client is stuck mid-request.
+SANDBOX_STOP_GRACE_S = 2.0
 #: Total seconds the sandbox spends fetching an image or audio URL of a request.
 SANDBOX_FETCH_TIMEOUT_S = 10.0
 

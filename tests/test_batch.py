@@ -19,7 +19,7 @@ from conftest import DATA, EMO_PREP, SAMPLES, labels
 from PIL import Image
 
 from pipeline.client import EmoClient
-from pipeline.sandbox import Sandbox, SandboxOptions
+from pipeline.serve.sandbox import Sandbox, SandboxOptions
 
 KEY = "sk-batch-test-42"
 SPEECH = str(SAMPLES / "speech.wav")

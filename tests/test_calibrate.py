@@ -21,7 +21,7 @@ from pipeline.calibrate import Observation, calibrate, fit_geometry, predict_box
 from pipeline.client import EmoClient, RetryPolicy
 from pipeline.errors import GeometryError
 from pipeline.geometry import DEFAULT_GEOMETRY, Geometry, crop_box, face_box, load_geometry, service_face
-from pipeline.sandbox import Sandbox, SandboxOptions
+from pipeline.serve.sandbox import Sandbox, SandboxOptions
 
 KEY = "sk-calibrate-test"
 #: The "service": different from the defaults in every parameter.

@@ -96,7 +96,7 @@ def test_readme_python_examples_run(tmp_path):
     import re
     import shutil
 
-    from pipeline.sandbox import Sandbox, SandboxOptions
+    from pipeline.serve.sandbox import Sandbox, SandboxOptions
 
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert len(blocks) >= 2
@@ -108,3 +108,11 @@ def test_readme_python_examples_run(tmp_path):
                                   text=True, timeout=120)
             assert proc.returncode == 0 and proc.stderr == "", (block, proc.stderr)
     assert (tmp_path / "astronaut.mp4").stat().st_size > 10_000
+
+
+def test_the_cli_never_loads_the_web_stack():
+    """`emo-prep check` must not pay for the server's framework: only `pipeline.serve.*` imports it."""
+    code = ("import sys, pipeline.cli, pipeline.serve; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'fastapi', 'starlette', 'uvicorn', 'anyio', 'h11'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout == "[]\n", proc.stdout + proc.stderr

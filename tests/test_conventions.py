@@ -18,7 +18,7 @@ from conftest import EMO_PREP, SAMPLES
 import pipeline
 from pipeline.client import USER_AGENT, AsyncEmoClient, EmoClient, RetryPolicy, resolve_base_url
 from pipeline.errors import AmbiguousSubmitError, UsageError
-from pipeline.sandbox import Sandbox, SandboxOptions
+from pipeline.serve.sandbox import Sandbox, SandboxOptions
 
 KEY = "sk-conventions-0123456789"
 FAST = RetryPolicy(max_retries=6, initial_s=0.01, max_s=0.05)

@@ -23,7 +23,7 @@ from pipeline.boxes import iou
 from pipeline.config import FIX_MIN_FACE_PX
 from pipeline.fix import NEVER_FIXED
 from pipeline.ledger import Ledger
-from pipeline.sandbox import Sandbox, SandboxOptions
+from pipeline.serve.sandbox import Sandbox, SandboxOptions
 
 DATA2 = ROOT.parent / "shared" / "data2"
 CROP_CLASSES = ("multiple_faces", "face_too_small")

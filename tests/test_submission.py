@@ -33,7 +33,7 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.payload import VideoInput, VideoParameters, VideoSynthesisRequest
-from pipeline.sandbox import Sandbox, SandboxOptions
+from pipeline.serve.sandbox import Sandbox, SandboxOptions
 
 KEY = "sk-test-0123456789abcdef"
 FAST = RetryPolicy(max_retries=6, initial_s=0.01, max_s=0.05)

@@ -11,21 +11,26 @@ and says so on every frame. It fetches only its own uploads and loopback URLs.
 
 Faults for clients and tests: a share of 429 and 500 answers, added latency, dropping the
 connection after a task was created, and tasks that expire early. `GET /sandbox/records`
-shows what the sandbox saw (submits, tasks, downloads).
+shows what the sandbox saw: every request in arrival order (method, path, route, whether it
+carried an API key), each submit with the body it received, tasks, uploads and downloads.
+
+It is a FastAPI app served by uvicorn in a background thread, on a socket bound when the
+Sandbox is made (port 0 picks a free one; `base_url` names it before `start()`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import email.parser
 import email.policy
 import hashlib
 import hmac
-import http.server
 import io
 import ipaddress
 import json
+import logging
 import random
 import re
 import socket
@@ -35,13 +40,18 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import cv2
+import h11
 import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .audio import check_audio
-from .config import (
+from ..audio import check_audio
+from ..config import (
     AUDIO_MAX_BYTES,
     AUDIO_MAX_INPUT_BYTES,
     AUDIO_MAX_SECONDS,
@@ -52,20 +62,30 @@ from .config import (
     SANDBOX_IDLE_TIMEOUT_S,
     SANDBOX_MAX_API_BODY_BYTES,
     SANDBOX_MAX_UPLOAD_BYTES,
+    SANDBOX_STOP_GRACE_S,
     STYLE_LEVELS,
     VIDEO_MODEL,
 )
-from .errors import InputError
-from .fetch import fetch_url
-from .findings import CODES
-from .geometry import DEFAULT_GEOMETRY, Geometry
-from .ingest import decode_image
-from .nativelog import quiet_native_stderr
-from .payload import DETECT_MESSAGES, box_ratio
+from ..errors import InputError
+from ..fetch import fetch_url
+from ..findings import CODES
+from ..geometry import DEFAULT_GEOMETRY, Geometry
+from ..ingest import decode_image
+from ..nativelog import quiet_native_stderr
+from ..payload import DETECT_MESSAGES, box_ratio
 
 __all__ = ["SandboxOptions", "Sandbox", "render_framing_video"]
 
 API_PREFIX = "/api/v1"
+RESULT_PATH = re.compile(r"/results/([\w-]+)\.mp4")
+#: Any DashScope-style key in a header or query string, not only the sandbox's own.
+BEARER_KEY = re.compile(r"Bearer\s+sk-", re.IGNORECASE)
+#: uvicorn's protocol logs through this: malformed requests and dropped clients are routine
+#: for a sandbox (quiet below ERROR), and the key is never in what it logs.
+_HTTP_LOG = logging.getLogger("pipeline.serve.sandbox.http")
+_HTTP_LOG.setLevel(logging.ERROR)
+
+
 @dataclass(frozen=True)
 class SandboxOptions:
     """How the sandbox behaves; the fault options default to off."""
@@ -142,15 +162,19 @@ class _Task:
 
 
 class _Reply(Exception):
-    """Raised inside a handler to answer with an error body."""
+    """Raised inside a handler to answer with an error body; `close` ends the connection behind
+    the answer (its request body, if any, was never read)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 *, close: bool = False) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.status, self.code, self.message = status, code, message
+        self.headers = {**(headers or {}), **({"Connection": "close"} if close else {})}
 
 
 class Sandbox:
-    """The server: `start()` binds and serves in background threads, `stop()` ends them."""
+    """The server: `Sandbox()` binds its socket, `start()` serves in background threads (the
+    uvicorn loop and the task clock), `stop()` ends them."""
 
     def __init__(self, options: SandboxOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.options = options or SandboxOptions()
@@ -162,19 +186,24 @@ class Sandbox:
         self._secret = uuid.uuid4().bytes
         self._objects: dict[str, bytes] = {}
         self._tasks: dict[str, _Task] = {}
-        self._records: dict[str, Any] = {"submits": [], "uploads": 0, "downloads": {}, "faults": 0, "dropped": []}
+        self._records: dict[str, Any] = {"requests": [], "submits": [], "uploads": 0, "downloads": {}, "faults": 0,
+                                         "dropped": []}
         self._drops_left = self.options.drop_submits
         self._checker = None
         self._check_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-check")
         self._stop = threading.Event()
-        handler = type("Handler", (_Handler,), {"sandbox": self, "timeout": self.options.idle_timeout_s})
-        self._server = _Server((host, port), handler)
+        self._socket = _listen(host, port)  # bound now: a busy port fails here, port 0 is named
+        bound_host, bound_port = self._socket.getsockname()[:2]
+        self._base_url = f"http://{bound_host}:{bound_port}"
+        self._server = uvicorn.Server(uvicorn.Config(
+            _App(self).build(), http=_Protocol, loop="asyncio", ws="none", lifespan="off", log_config=None,
+            access_log=False, server_header=False, headers=[("server", "emo-prep-sandbox")],
+            timeout_keep_alive=self.options.idle_timeout_s, timeout_graceful_shutdown=SANDBOX_STOP_GRACE_S))
         self._threads: list[threading.Thread] = []
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._base_url
 
     @property
     def api_base(self) -> str:
@@ -182,18 +211,28 @@ class Sandbox:
         return self.base_url + API_PREFIX
 
     def start(self) -> Sandbox:
-        for target in (self._server.serve_forever, self._schedule):
-            thread = threading.Thread(target=target, daemon=True)
+        """Serve in background threads; returns once uvicorn accepts connections."""
+        serve = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True,
+                                 name="sandbox-http")
+        clock = threading.Thread(target=self._schedule, daemon=True, name="sandbox-clock")
+        for thread in (serve, clock):
             thread.start()
             self._threads.append(thread)
+        while not self._server.started:
+            if not serve.is_alive():
+                raise RuntimeError("the sandbox's HTTP server ended while starting")
+            time.sleep(0.002)
         return self
 
     def stop(self) -> None:
+        """Stop serving: open connections are closed, requests in progress get up to
+        SANDBOX_STOP_GRACE_S to finish and are then cancelled (work already in a thread, such as
+        an added latency, runs out first)."""
         self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.should_exit = True
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=SANDBOX_STOP_GRACE_S + 10)
+        self._socket.close()  # uvicorn closes it too; this covers a sandbox never started
 
         def close() -> None:
             if self._checker is not None:
@@ -215,8 +254,11 @@ class Sandbox:
             self._drops_left = count
 
     def records(self) -> dict[str, Any]:
-        """What the sandbox saw: submits (with the task each created), uploads, downloads
-        per task, injected faults, dropped answers, and every task's status history."""
+        """What the sandbox saw: every request in arrival order (`requests`: method, path,
+        route `api`/`oss`/`result`/`records`/`other`, and `key_sent`: whether an API key was in
+        its headers or query string; never the key or a header value), submits (the body each
+        received and the task it created), uploads, downloads per task, injected faults,
+        dropped answers, and every task's status history."""
         with self._lock:
             tasks = {t.task_id: {"status": t.status, "history": list(t.history)} for t in self._tasks.values()}
             return json.loads(json.dumps({**self._records, "tasks": tasks}))
@@ -282,6 +324,27 @@ class Sandbox:
             raise _Reply(401, "InvalidApiKey", "Invalid API-key provided.")
         return key
 
+    def _api(self, method: str, route: str, query: dict[str, list[str]], headers: Any, raw: bytes,
+             key: str) -> tuple[dict[str, Any], bool]:
+        """Answer one authenticated API call, after the injected faults; the bool says whether
+        to drop the connection instead (a submit whose answer is lost)."""
+        self._fault()
+        if method == "GET" and route == "/uploads":
+            if query.get("action") != ["getPolicy"] or not query.get("model"):
+                raise _Reply(400, "InvalidParameter", "action=getPolicy and model are required")
+            return self.policy(query["model"][0]), False
+        if method == "POST" and route == "/services/aigc/image2video/face-detect":
+            return self.face_detect(_json_body(raw), headers), False
+        if method == "POST" and route == "/services/aigc/image2video/video-synthesis":
+            return self.submit(_json_body(raw), headers, key)
+        if method == "GET" and route == "/tasks":
+            return self.list(query, key), False
+        if method == "GET" and (m := re.fullmatch(r"/tasks/([\w.-]+)", route)):
+            return self.task(m.group(1), key), False
+        if method == "POST" and (m := re.fullmatch(r"/tasks/([\w.-]+)/cancel", route)):
+            return self.cancel(m.group(1), key), False
+        raise _Reply(404, "NotFound", f"no such route: {method} {API_PREFIX}{route}")
+
     def policy(self, model: str) -> dict[str, Any]:
         expires = time.time() + 300
         doc = base64.b64encode(json.dumps({"expiration": expires, "model": model}).encode()).decode()
@@ -345,7 +408,7 @@ class Sandbox:
         it ends)."""
         def run():
             if self._checker is None:
-                from .verdict import Checker
+                from ..verdict import Checker
 
                 self._checker = Checker(geometry=self.options.detect_geometry or DEFAULT_GEOMETRY)
             return self._checker.check_bytes(data, source, ratio)
@@ -431,7 +494,7 @@ class Sandbox:
         self._move(task, "PENDING", now)
         with self._lock:
             self._tasks[task.task_id] = task
-            self._records["submits"].append({"task_id": task.task_id, "at": round(now, 3),
+            self._records["submits"].append({"task_id": task.task_id, "at": round(now, 3), "body": body,
                                              "body_sha256": hashlib.sha256(json.dumps(body, sort_keys=True).encode())
                                              .hexdigest(), "user_agent": headers.get("User-Agent"),
                                              "workspace": headers.get("X-DashScope-WorkSpace")})
@@ -500,6 +563,17 @@ class Sandbox:
             return task.video
 
 
+def _json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise _Reply(400, "InvalidParameter", "The request is missing required parameters or in a wrong format.") \
+            from exc
+    if not isinstance(body, dict):
+        raise _Reply(400, "InvalidParameter", "The request parameter is invalid.")
+    return body
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -509,128 +583,172 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with the sandbox's two differences: a connection with no
+    request in progress is closed after the idle timeout from its first byte on (uvicorn
+    arms its keep-alive timer only after an answer, so a silent or half-sent request would
+    hold the connection forever), and a request h11 cannot parse (a bad Content-Length, say)
+    is answered with the service's JSON error body instead of plain text."""
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-answer (killed, timed out) is routine here."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.logger = _HTTP_LOG
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is None or self.cycle.response_complete:  # between requests or inside a request head
+            self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        if not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+
+    def send_400_response(self, msg: str) -> None:
+        body = _error_body("InvalidParameter", "a request needs a valid head and a Content-Length from 0 up "
+                                               "(no chunked bodies)")
+        for event in (h11.Response(status_code=400, reason=b"Bad Request",
+                                   headers=[(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    sandbox: Sandbox
-    protocol_version = "HTTP/1.1"
-    server_version = "emo-prep-sandbox"
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket made with proto IPPROTO_TCP, not 0 as socket.create_server makes
+    it: asyncio sets TCP_NODELAY only on connections of such a socket, and without it every
+    keep-alive answer (head and body written apart) waits ~40 ms for the client's delayed ACK."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the CLI prints its own line
-        pass
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"code": code, "message": message, "request_id": str(uuid.uuid4())},
+                      ensure_ascii=False).encode()
 
-    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload, ensure_ascii=False).encode(), headers=headers)
 
-    def _read_body(self, cap: int) -> bytes:
-        """The whole request body, read before anything answers: a reply sent early must not
-        leave body bytes on a keep-alive connection (a refused body closes the connection).
-        Only a Content-Length from 0 to `cap` is read; chunked bodies are refused."""
-        raw = self.headers.get("Content-Length")
+def _json(payload: dict[str, Any]) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False).encode(), 200, media_type="application/json")
+
+
+def _route_of(path: str) -> str:
+    """The request log's name for a path: api, oss, result, records or other."""
+    if path.startswith(API_PREFIX):
+        return "api"
+    if path == "/oss":
+        return "oss"
+    if RESULT_PATH.fullmatch(path):
+        return "result"
+    return "records" if path == "/sandbox/records" else "other"
+
+
+class _App:
+    """The sandbox's HTTP side: one FastAPI route that reads a request in the service's order
+    (route, then the key, then the body within its cap) and hands it to the Sandbox."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+
+    def build(self) -> FastAPI:
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        app.add_api_route("/{path:path}", self.handle, include_in_schema=False,  # every method reaches the log
+                          methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+        return app
+
+    async def handle(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/")
+        self._log(request, path)
         try:
-            length = int(raw) if raw is not None else 0
-        except ValueError:
-            length = -1
-        if self.headers.get("Transfer-Encoding") or length < 0:
-            self.close_connection = True
-            raise _Reply(400, "InvalidParameter", "a request body needs a Content-Length from 0 up (no chunked bodies)")
-        if length > cap:
-            self.close_connection = True
-            raise _Reply(413, "EntityTooLarge", f"request body over {cap} bytes")
-        return self.rfile.read(length)
-
-    def _body(self) -> bytes:
-        return self._raw
-
-    def _json_body(self) -> dict[str, Any]:
-        try:
-            body = json.loads(self._body() or b"{}")
-        except ValueError as exc:
-            raise _Reply(400, "InvalidParameter", "The request is missing required parameters or in a wrong format.") \
-                from exc
-        if not isinstance(body, dict):
-            raise _Reply(400, "InvalidParameter", "The request parameter is invalid.")
-        return body
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        sb = self.sandbox
-        parts = urlsplit(self.path)
-        path, query = parts.path.rstrip("/"), parse_qs(parts.query)
-        self._raw = b""
-        try:
-            upload = method == "POST" and path == "/oss"  # signed by its form fields, inside the body
-            api = path.startswith(API_PREFIX) or path == "/sandbox/records"
-            if not upload and not api and not re.fullmatch(r"/results/[\w-]+\.mp4", path):
-                self.close_connection = True  # its body, if any, is never read
-                raise _Reply(404, "NotFound", f"no such route: {path}")
-            if api:  # the key first: an unauthenticated body is never read
-                try:
-                    key = sb._auth(self.headers)
-                except _Reply:
-                    self.close_connection = True
-                    raise
-            self._raw = self._read_body(SANDBOX_MAX_UPLOAD_BYTES if upload else SANDBOX_MAX_API_BODY_BYTES)
-            if sb.options.latency_s and path.startswith(("/oss", "/results")):
-                time.sleep(sb.options.latency_s)  # API calls get theirs in _fault
-            if upload:
-                sb.upload(self.headers.get("Content-Type", ""), self._body())
-                return self._send(200, b"", "text/plain")
-            if method == "GET" and (m := re.fullmatch(r"/results/([\w-]+)\.mp4", path)):
-                return self._send(200, sb.result(m.group(1)), "video/mp4")
-            if not api:
-                raise _Reply(404, "NotFound", f"no such route: {method} {path}")
-            if path == "/sandbox/records":
-                return self._json(200, sb.records())
-            sb._fault()
-            route = path[len(API_PREFIX):]
-            if method == "GET" and route == "/uploads":
-                if query.get("action") != ["getPolicy"] or not query.get("model"):
-                    raise _Reply(400, "InvalidParameter", "action=getPolicy and model are required")
-                return self._json(200, sb.policy(query["model"][0]))
-            if method == "POST" and route == "/services/aigc/image2video/face-detect":
-                return self._json(200, sb.face_detect(self._json_body(), self.headers))
-            if method == "POST" and route == "/services/aigc/image2video/video-synthesis":
-                answer, drop = sb.submit(self._json_body(), self.headers, key)
-                if drop:  # the task exists, the answer is lost on the way
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return None
-                return self._json(200, answer)
-            if method == "GET" and route == "/tasks":
-                return self._json(200, sb.list(query, key))
-            if method == "GET" and (m := re.fullmatch(r"/tasks/([\w.-]+)", route)):
-                return self._json(200, sb.task(m.group(1), key))
-            if method == "POST" and (m := re.fullmatch(r"/tasks/([\w.-]+)/cancel", route)):
-                return self._json(200, sb.cancel(m.group(1), key))
-            raise _Reply(404, "NotFound", f"no such route: {method} {path}")
+            return await self._dispatch(request, path)
         except _Reply as reply:
-            self._json(reply.status, {"code": reply.code, "message": reply.message,
-                                      "request_id": str(uuid.uuid4())}, reply.headers)
+            return Response(_error_body(reply.code, reply.message), reply.status, reply.headers, "application/json")
         except Exception as exc:  # never a traceback on the wire or the terminal
-            self._json(500, {"code": "InternalError", "message": f"sandbox error: {type(exc).__name__}",
-                             "request_id": str(uuid.uuid4())})
+            return Response(_error_body("InternalError", f"sandbox error: {type(exc).__name__}"), 500,
+                            media_type="application/json")
+
+    def _log(self, request: Request, path: str) -> None:
+        key = self.sb.options.api_key
+        seen = [f"{name}: {value}" for name, value in request.headers.items()]
+        seen += [request.url.query, unquote_plus(request.url.query)]
+        sent = any((key and key in text) or BEARER_KEY.search(text) for text in seen)
+        with self.sb._lock:
+            self.sb._records["requests"].append({"method": request.method, "path": request.url.path,
+                                                 "route": _route_of(path), "key_sent": bool(sent)})
+
+    async def _read_body(self, request: Request, cap: int) -> bytes:
+        """The whole body, read before anything answers, so that a reply never leaves body bytes
+        on a keep-alive connection. h11 has refused a bad Content-Length already; a chunked body
+        or one over `cap` is refused unread, and a body that stalls for the idle timeout ends
+        the request."""
+        if "transfer-encoding" in request.headers:
+            raise _Reply(400, "InvalidParameter", "a request body needs a Content-Length from 0 up (no chunked bodies)",
+                         close=True)
+        if int(request.headers.get("content-length", "0")) > cap:
+            raise _Reply(413, "EntityTooLarge", f"request body over {cap} bytes", close=True)
+        chunks, stream = [], request.stream()
+        while True:
+            try:
+                chunks.append(await asyncio.wait_for(anext(stream), self.sb.options.idle_timeout_s))
+            except StopAsyncIteration:
+                return b"".join(chunks)
+            except TimeoutError as exc:
+                raise _Reply(408, "RequestTimeout", f"no request body byte for {self.sb.options.idle_timeout_s:g} s",
+                             close=True) from exc
+
+    async def _dispatch(self, request: Request, path: str) -> Response:
+        sb, method, headers = self.sb, request.method, request.headers
+        if method not in ("GET", "POST"):
+            raise _Reply(405, "MethodNotAllowed", f"{method} is not served here", close=True)  # body never read
+        upload = method == "POST" and path == "/oss"  # signed by its form fields, inside the body
+        api = path.startswith(API_PREFIX) or path == "/sandbox/records"
+        result = RESULT_PATH.fullmatch(path)
+        if not upload and not api and not result:
+            raise _Reply(404, "NotFound", f"no such route: {path}", close=True)  # its body, if any, is never read
+        key = ""
+        if api:  # the key first: an unauthenticated body is never read
+            try:
+                key = sb._auth(headers)
+            except _Reply as reply:
+                raise _Reply(reply.status, reply.code, reply.message, close=True) from None
+        raw = await self._read_body(request, SANDBOX_MAX_UPLOAD_BYTES if upload else SANDBOX_MAX_API_BODY_BYTES)
+        if sb.options.latency_s and not api:
+            await asyncio.sleep(sb.options.latency_s)  # API calls get theirs in _fault
+        if upload:
+            await run_in_threadpool(sb.upload, headers.get("content-type", ""), raw)
+            return Response(b"", 200, media_type="text/plain")
+        if method == "GET" and result:
+            return Response(sb.result(result.group(1)), 200, media_type="video/mp4")
+        if not api:
+            raise _Reply(404, "NotFound", f"no such route: {method} {path}")
+        if path == "/sandbox/records":
+            return _json(sb.records())
+        answer, drop = await run_in_threadpool(sb._api, method, path[len(API_PREFIX):],
+                                               parse_qs(request.url.query), headers, raw, key)
+        if drop:  # the task exists, the answer is lost on the way (the response below goes nowhere)
+            await self._drop(request)
+        return _json(answer)
+
+    async def _drop(self, request: Request) -> None:
+        """Close the request's connection without an answer, then wait for uvicorn to see it
+        gone (so it neither logs nor answers a response that was never started)."""
+        for connection in list(self.sb._server.server_state.connections):
+            if connection.client == request.client and not connection.transport.is_closing():
+                connection.transport.close()
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
 
 
 def render_framing_video(image: bytes, ext_bbox: list[int], audio: bytes, *, fps: int = 10) -> bytes:
@@ -638,7 +756,7 @@ def render_framing_video(image: bytes, ext_bbox: list[int], audio: bytes, *, fps
     sound track (AAC). A framing preview: the picture does not move, and says so."""
     import av
 
-    from .ingest import load_image, upload_form
+    from ..ingest import load_image, upload_form
 
     ratio = box_ratio(ext_bbox) or "1:1"
     width, height = OUTPUT_WH[ratio]
