@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -61,6 +62,14 @@ def source_name(source: str | os.PathLike[str]) -> str:
     """How a source is named in reports and messages: a path as given, a URL redacted."""
     text = os.fspath(source)
     return redact_url(text) if "://" in text else text
+
+
+@functools.lru_cache(maxsize=1)
+def _tls():
+    """One TLS context per process: building one (the CA bundle) costs ~40 ms, as much as a check."""
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -184,7 +193,8 @@ class _Fetch:
 
         current = self.url
         reach = self.reach or _default_reach(self.url)
-        with httpx.Client(follow_redirects=False, headers={"Accept-Encoding": ", ".join(_WBITS)}) as client:
+        with httpx.Client(follow_redirects=False, verify=_tls(), headers={"Accept-Encoding": ", ".join(_WBITS)}) \
+                as client:
             for _ in range(URL_MAX_REDIRECTS + 1):
                 remaining = self.deadline - time.monotonic()
                 if remaining <= 0 or self.expired.is_set():

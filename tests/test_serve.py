@@ -16,13 +16,12 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import DATA, EMO_PREP, SAMPLES, labels
+from conftest import DATA, EMO_PREP, SAMPLES, errors, labels, loopback_http
 
 from pipeline.payload import DETECT_MESSAGES
 from pipeline.sandbox import Sandbox, SandboxOptions
@@ -60,11 +59,8 @@ def photo_host():
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_http(Handler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -128,22 +124,22 @@ def _detect(http: httpx.Client, url: str, ratio: str = "1:1") -> httpx.Response:
 
 
 # --- emo-detect-v1 compatible -------------------------------------------------------------------
-def test_detect_answers_equal_check_on_every_dev_photo(served, photo_host, checker):
+def test_detect_answers_equal_check_on_every_dev_photo(served, photo_host, checked):
     rows = labels(DATA)
     cases = [(row["file"], ratio) for row in rows for ratio in ("1:1", "3:4")]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:  # the server's 2 workers stay busy
         answers = list(pool.map(lambda c: _detect(served.http, f"{photo_host}/data/{c[0]}", c[1]), cases))
     wrong = []
-    for (name, ratio), answer in zip(cases, answers):
-        report = checker.check(DATA / name, ratio=ratio)
+    for (name, ratio), answer in zip(cases, answers, strict=True):
+        record = checked(DATA, name, ratio)
         body = answer.json()
-        if report.ok:
-            expected = (200, {"check_pass": True, "face_bbox": list(report.face_bbox),
-                              "ext_bbox": list(report.ext_bbox), "humanoid": True})
-        elif report.errors[0].code in ("unreadable", "unsupported_format"):
+        if record["ok"]:
+            expected = (200, {"check_pass": True, "face_bbox": record["face_bbox"], "ext_bbox": record["ext_bbox"],
+                              "humanoid": True})
+        elif errors(record)[0] in ("unreadable", "unsupported_format"):
             expected = (400, "InvalidURL")
         else:
-            api_code = report.errors[0].to_dict()["api_code"]
+            api_code = next(f["api_code"] for f in record["findings"] if f["severity"] == "error")
             expected = (200, {"check_pass": False, "code": api_code, "message": DETECT_MESSAGES[api_code]})
         got = (answer.status_code, body.get("output", body.get("code")))
         if got != expected:
@@ -164,6 +160,19 @@ def test_detect_refuses_what_the_service_refuses(served, photo_host):
     assert oss.status_code == 400 and "only be read by DashScope" in oss.json()["message"]
     not_json = served.http.post(DETECT, content=b"{not json")
     assert not_json.status_code == 400 and not_json.json()["code"] == "InvalidParameter"
+
+
+def test_a_dashscope_client_pointed_at_the_server_gets_its_detect_answers(served, photo_host, checked):
+    from pipeline import EmoClient
+
+    with EmoClient(base_url=served.url + "/api/v1", api_key="unused-by-detect") as client:
+        answer = client.face_detect(f"{photo_host}/data/dv001.jpg", ratio="1:1")
+    record = checked(DATA, "dv001.jpg", "1:1")
+    assert answer.output.check_pass and [answer.output.face_bbox, answer.output.ext_bbox] == \
+        [record["face_bbox"], record["ext_bbox"]]
+    docs, schema = served.http.get("/docs"), served.http.get("/openapi.json").json()
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert {DETECT, SUBMIT, "/v1/check", "/v1/preview", "/v1/fix", "/healthz", "/metrics"} <= set(schema["paths"])
 
 
 # --- native ---------------------------------------------------------------------------------------
@@ -243,6 +252,8 @@ def test_the_gateway_sends_nothing_upstream_for_a_failing_photo_or_bad_boxes(ser
     assert outside.status_code == 400 and "is not inside the 512x512 photo" in outside.json()["message"]
     one_box = _submit(served, _body(photo_host, "astronaut.png", face_bbox=[172, 68, 275, 171]))
     assert one_box.status_code == 400 and "without ext_bbox" in one_box.json()["message"]
+    turned = _submit(served, _body(photo_host, "astronaut_exif6.jpg"))  # the service would read it unrotated
+    assert turned.status_code == 400 and "exif_orientation_applied" in turned.json()["message"]
     oss = _submit(served, {"model": "emo-v1", "input": {"image_url": "oss://dashscope-instant/a.jpg",
                                                         "audio_url": "oss://dashscope-instant/a.wav"}})
     assert oss.status_code == 400 and "only DashScope can read oss:// files" in oss.json()["message"]

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -126,12 +127,17 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     async def reply_handler(_: Request, reply: Reply) -> JSONResponse:
         return _json_error(reply)
 
+    def admit() -> float:
+        """The request's start time; a full pool answers 429 before its body is read."""
+        if pool.full:
+            raise _throttled()
+        return time.monotonic()
+
     async def run(fn: Callable[..., Any], *args: Any, started: float) -> Any:
         try:
             result, seconds = await pool.run(fn, *args, deadline_s=options.deadline_s - (time.monotonic() - started))
         except PoolBusy:
-            raise Reply(429, "Throttling", "Requests throttling triggered.",
-                        headers={"Retry-After": str(SERVE_RETRY_AFTER_S)}) from None
+            raise _throttled() from None
         except PoolTimeout:
             raise Reply(504, "RequestTimeOut", f"not answered within {options.deadline_s:g} s",
                         hint="Try again later, or with a smaller photo.") from None
@@ -152,8 +158,8 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
         """The photo of a native request: raw body, multipart `file`, or JSON {"url": ...}."""
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype == "multipart/form-data":
-            _declared_length(request, MAX_INPUT_BYTES + 64 * 1024)
-            async with request.form(max_files=1, max_fields=8) as form:
+            _declared_length(request, MAX_INPUT_BYTES)
+            async with request.form(max_files=1) as form:
                 upload = form.get("file")
                 if upload is None or isinstance(upload, str):
                     raise Reply(400, "InvalidParameter", "the multipart form has no `file` part",
@@ -176,7 +182,7 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     @app.post(API + "/services/aigc/image2video/face-detect", tags=["DashScope"])
     async def face_detect(request: Request) -> JSONResponse:
         """emo-detect-v1's request (`model`, `input.image_url`, `parameters.ratio`) and answer."""
-        started = time.monotonic()
+        started = admit()
         if request.headers.get("x-dashscope-async", "").lower() == "enable":
             raise Reply(403, "AccessDenied", "Current user api does not support asynchronous calls.")
         body = await _json(request)
@@ -199,7 +205,7 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     @app.post(API + "/services/aigc/image2video/video-synthesis", tags=["DashScope"])
     async def video_synthesis(request: Request) -> Response:
         """emo-v1's request with face_bbox / ext_bbox optional: checked, boxes filled, forwarded."""
-        started = time.monotonic()
+        started = admit()
         submit = gateway.plan(await _json(request))
         body = submit.body
         if submit.check:
@@ -220,18 +226,18 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     @app.get(API + "/tasks/{task_id}", tags=["DashScope"])
     async def task(task_id: str, request: Request) -> Response:
         """A task, from the upstream as it is."""
-        return _passed(await upstream.send("GET", f"/tasks/{task_id}", headers=request.headers))
+        return _passed(await upstream.send("GET", f"/tasks/{_task_id(task_id)}", headers=request.headers))
 
     @app.post(API + "/tasks/{task_id}/cancel", tags=["DashScope"])
     async def cancel(task_id: str, request: Request) -> Response:
         """Cancel a PENDING task upstream."""
-        return _passed(await upstream.send("POST", f"/tasks/{task_id}/cancel", headers=request.headers))
+        return _passed(await upstream.send("POST", f"/tasks/{_task_id(task_id)}/cancel", headers=request.headers))
 
     # --- native -----------------------------------------------------------------------------
     @app.post("/v1/check", tags=["native"])
     async def check(request: Request, ratio: str = "1:1") -> JSONResponse:
         """The `check --json` record of the photo (raw body, multipart `file` or {"url": ...})."""
-        started = time.monotonic()
+        started = admit()
         _ratio(ratio, RATIOS)
         data, name = await photo(request, started)
         return JSONResponse(await run(check_record, data, name, ratio, started=started))
@@ -239,7 +245,7 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     @app.post("/v1/preview", tags=["native"], response_class=Response)
     async def preview(request: Request, ratio: str = "1:1") -> Response:
         """The preview picture (PNG): boxes drawn, the crop as EMO animates it, the findings."""
-        started = time.monotonic()
+        started = admit()
         _ratio(ratio, RATIOS)
         data, name = await photo(request, started)
         record, png = await run(preview_png, data, name, ratio, started=started)
@@ -248,7 +254,7 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     @app.post("/v1/fix", tags=["native"])
     async def fix(request: Request, ratio: str = "1:1", light: bool = False) -> JSONResponse:
         """`emo-prep fix` on the photo: the fix record, and the fixed photo (base64) when fixed."""
-        started = time.monotonic()
+        started = admit()
         _ratio(ratio, FIX_RATIOS)
         data, name = await photo(request, started)
         record, fixed = await run(fix_record, data, name, ratio, light, started=started)
@@ -289,6 +295,18 @@ def _ratio(ratio: str, allowed: tuple[str, ...] | dict[str, Any]) -> None:
     if ratio not in allowed:
         raise Reply(400, "InvalidParameter", f"ratio must be one of {list(allowed)}, got {ratio!r}",
                     hint="Use ?ratio=1:1 for a head portrait or ?ratio=3:4 for a half-body shot.")
+
+
+def _throttled() -> Reply:
+    """DashScope's own answer to too many requests (spec 3.2), with when to try again."""
+    return Reply(429, "Throttling", "Requests throttling triggered.", headers={"Retry-After": str(SERVE_RETRY_AFTER_S)})
+
+
+def _task_id(task_id: str) -> str:
+    """A task id as the service makes them (letters, digits, - _ .), never a path of its own."""
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", task_id):
+        raise Reply(400, "InvalidParameter", f"not a task id: {task_id!r}")
+    return task_id
 
 
 def _too_large(cap: int) -> Reply:

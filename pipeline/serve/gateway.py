@@ -23,8 +23,9 @@ from .answers import Reply
 __all__ = ["SubmitPlan", "plan", "complete", "Upstream"]
 
 _BOX_NAMES = ("face_bbox", "ext_bbox")
-#: Headers of the caller's passed upstream: the key and DashScope's own (async, workspace, oss).
-_PASSED_HEADERS = ("authorization", "content-type", "user-agent")
+#: Headers of the caller's passed upstream, besides DashScope's own X-DashScope-* (async,
+#: workspace, oss): the key and the caller's name.
+_PASSED_HEADERS = ("authorization", "user-agent")
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,9 @@ class Upstream:
         """`route` is the path after the API base (e.g. /tasks/ID); a Reply (502/504) when the
         upstream cannot be reached."""
         url = self.base_url + route + (f"?{query}" if query else "")
+        passed = self.headers(headers) | ({"Content-Type": "application/json"} if body is not None else {})
         try:
-            return await self._client.request(method, url, headers=self.headers(headers), content=body)
+            return await self._client.request(method, url, headers=passed, content=body)
         except httpx.TimeoutException as exc:
             raise Reply(504, "RequestTimeOut", f"the upstream API did not answer within {API_TIMEOUT_S:g} s") from exc
         except httpx.TransportError as exc:

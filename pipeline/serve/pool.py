@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
+import signal
 import tempfile
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -44,6 +45,7 @@ _checker: Checker | None = None
 
 def _start_worker(geometry: Any) -> None:
     global _checker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle: it stops the pool
     _checker = Checker(geometry=geometry)
 
 
@@ -114,6 +116,11 @@ class CheckPool:
                                                       initializer=_start_worker, initargs=(self.geometry,))
 
     @property
+    def full(self) -> bool:
+        """Every worker busy and the queue full: the next `run` would raise PoolBusy."""
+        return self.in_flight >= self.workers + self.max_queue
+
+    @property
     def queued(self) -> int:
         """Requests admitted and waiting for a worker."""
         return max(0, self.in_flight - self.workers)
@@ -132,7 +139,7 @@ class CheckPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def run(self, fn: Callable[..., tuple[Any, float]], *args: Any, deadline_s: float) -> tuple[Any, float]:
-        if self.in_flight >= self.workers + self.max_queue:
+        if self.full:
             raise PoolBusy()
         loop, executor = asyncio.get_running_loop(), self._executor
         self.in_flight += 1
