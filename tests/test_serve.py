@@ -289,7 +289,8 @@ def test_overload_gets_429_with_retry_after_not_a_hang(strict):
     assert set(statuses) == {200, 429} and statuses.count(200) >= 2, statuses
     busy = next(a for a in answers if a.status_code == 429)
     assert busy.json()["code"] == "Throttling" and busy.headers["retry-after"] == "1"
-    assert strict.http.get("/healthz").json()["in_flight"] == 0
+    health = strict.http.get("/healthz").json()
+    assert health["admitted"] == 0 and health["checking_or_queued"] == 0, health
     metrics = strict.http.get("/metrics").text
     assert 'emo_prep_requests_total{route="/v1/check",status="429"}' in metrics
     assert "emo_prep_check_seconds_bucket" in metrics and "emo_prep_queue_depth 0.0" in metrics

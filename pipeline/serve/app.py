@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,8 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     pool = CheckPool(options.workers, options.queue, geometry=options.geometry)
     upstream = gateway.Upstream(options.upstream)
     metrics = _Metrics(lambda: pool.queued)
+    # URL fetches wait on the network in threads of their own, one per request admitted
+    fetches = concurrent.futures.ThreadPoolExecutor(pool.workers + pool.max_queue, thread_name_prefix="serve-fetch")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +112,7 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
             yield
         finally:
             await upstream.close()
+            fetches.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(pool.close)
 
     app = FastAPI(title="emo-prep serve", version=__version__, lifespan=lifespan,
@@ -127,11 +132,22 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     async def reply_handler(_: Request, reply: Reply) -> JSONResponse:
         return _json_error(reply)
 
-    def admit() -> float:
-        """The request's start time; a full pool answers 429 before its body is read."""
-        if pool.full:
-            raise _throttled()
-        return time.monotonic()
+    capacity, admitted = pool.workers + pool.max_queue, [0]
+
+    def gated(endpoint: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+        """At most workers + queue requests inside the endpoints that fetch or check (a slow URL
+        holds its place too); one more is answered 429 before its body is read."""
+        @functools.wraps(endpoint)
+        async def gate(*args: Any, **kwargs: Any) -> Response:
+            if admitted[0] >= capacity:
+                raise _throttled()
+            admitted[0] += 1
+            try:
+                return await endpoint(*args, **kwargs)
+            finally:
+                admitted[0] -= 1
+
+        return gate
 
     async def run(fn: Callable[..., Any], *args: Any, started: float) -> Any:
         try:
@@ -150,7 +166,8 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     async def fetch(url: str, started: float) -> bytes:
         deadline = min(URL_TIMEOUT_S, options.deadline_s - (time.monotonic() - started))
         try:
-            return await asyncio.to_thread(fetch_url, url, MAX_INPUT_BYTES, deadline_s=deadline, reach=options.reach)
+            return await asyncio.get_running_loop().run_in_executor(
+                fetches, functools.partial(fetch_url, url, MAX_INPUT_BYTES, deadline_s=deadline, reach=options.reach))
         except InputError as exc:
             raise Reply(400, "InvalidURL", exc.message, hint=exc.hint) from exc
 
@@ -180,9 +197,10 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
 
     # --- emo-detect-v1 ----------------------------------------------------------------------
     @app.post(API + "/services/aigc/image2video/face-detect", tags=["DashScope"])
+    @gated
     async def face_detect(request: Request) -> JSONResponse:
         """emo-detect-v1's request (`model`, `input.image_url`, `parameters.ratio`) and answer."""
-        started = admit()
+        started = time.monotonic()
         if request.headers.get("x-dashscope-async", "").lower() == "enable":
             raise Reply(403, "AccessDenied", "Current user api does not support asynchronous calls.")
         body = await _json(request)
@@ -203,9 +221,10 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
 
     # --- the gateway ------------------------------------------------------------------------
     @app.post(API + "/services/aigc/image2video/video-synthesis", tags=["DashScope"])
+    @gated
     async def video_synthesis(request: Request) -> Response:
         """emo-v1's request with face_bbox / ext_bbox optional: checked, boxes filled, forwarded."""
-        started = admit()
+        started = time.monotonic()
         submit = gateway.plan(await _json(request))
         body = submit.body
         if submit.check:
@@ -235,26 +254,29 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
 
     # --- native -----------------------------------------------------------------------------
     @app.post("/v1/check", tags=["native"])
+    @gated
     async def check(request: Request, ratio: str = "1:1") -> JSONResponse:
         """The `check --json` record of the photo (raw body, multipart `file` or {"url": ...})."""
-        started = admit()
+        started = time.monotonic()
         _ratio(ratio, RATIOS)
         data, name = await photo(request, started)
         return JSONResponse(await run(check_record, data, name, ratio, started=started))
 
     @app.post("/v1/preview", tags=["native"], response_class=Response)
+    @gated
     async def preview(request: Request, ratio: str = "1:1") -> Response:
         """The preview picture (PNG): boxes drawn, the crop as EMO animates it, the findings."""
-        started = admit()
+        started = time.monotonic()
         _ratio(ratio, RATIOS)
         data, name = await photo(request, started)
         record, png = await run(preview_png, data, name, ratio, started=started)
         return Response(png, media_type="image/png", headers={"X-Emo-Prep-Ok": str(record["ok"]).lower()})
 
     @app.post("/v1/fix", tags=["native"])
+    @gated
     async def fix(request: Request, ratio: str = "1:1", light: bool = False) -> JSONResponse:
         """`emo-prep fix` on the photo: the fix record, and the fixed photo (base64) when fixed."""
-        started = admit()
+        started = time.monotonic()
         _ratio(ratio, FIX_RATIOS)
         data, name = await photo(request, started)
         record, fixed = await run(fix_record, data, name, ratio, light, started=started)
@@ -265,8 +287,8 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, Any]:
         """Alive, with the pool's size and load."""
-        return {"status": "ok", "version": __version__, "workers": pool.workers, "in_flight": pool.in_flight,
-                "queued": pool.queued, "max_queue": pool.max_queue}
+        return {"status": "ok", "version": __version__, "workers": pool.workers, "max_queue": pool.max_queue,
+                "admitted": admitted[0], "checking_or_queued": pool.in_flight, "queued": pool.queued}
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus() -> Response:

@@ -116,11 +116,6 @@ class CheckPool:
                                                       initializer=_start_worker, initargs=(self.geometry,))
 
     @property
-    def full(self) -> bool:
-        """Every worker busy and the queue full: the next `run` would raise PoolBusy."""
-        return self.in_flight >= self.workers + self.max_queue
-
-    @property
     def queued(self) -> int:
         """Requests admitted and waiting for a worker."""
         return max(0, self.in_flight - self.workers)
@@ -139,7 +134,7 @@ class CheckPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def run(self, fn: Callable[..., tuple[Any, float]], *args: Any, deadline_s: float) -> tuple[Any, float]:
-        if self.full:
+        if self.in_flight >= self.workers + self.max_queue:  # work of requests that timed out still runs
             raise PoolBusy()
         loop, executor = asyncio.get_running_loop(), self._executor
         self.in_flight += 1
