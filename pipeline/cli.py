@@ -568,13 +568,12 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import socket
-
     import uvicorn
 
     from .client import resolve_base_url
     from .geometry import resolve_geometry
     from .serve.app import ServeOptions, create_app
+    from .serve.sockets import listen
 
     if (args.workers is not None and args.workers < 1) or (args.max_queue is not None and args.max_queue < 0):
         _say("Error: --workers must be at least 1 and --max-queue at least 0")
@@ -587,16 +586,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _say(f"WARNING: listening on {args.host}: the detect and check endpoints need no key, so anyone who can "
              f"reach this port can use them (and your CPU). Put a proxy with authentication in front of it "
              f"(README, 'Serving').")
-    # proto IPPROTO_TCP, not socket.create_server's 0: asyncio sets TCP_NODELAY only on sockets
-    # that say they are TCP, and without it every keep-alive answer waited ~40 ms (Nagle against
-    # the client's delayed ACK)
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM,
-                         socket.IPPROTO_TCP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((args.host, args.port))
+        sock = listen(args.host, args.port)
     except OSError as exc:
-        sock.close()
         _say(f"Error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_ERROR
     host = f"[{args.host}]" if ":" in args.host else args.host
