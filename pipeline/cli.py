@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import CALIBRATE_SAMPLES, FIX_OUT_DIR, RATIOS, STYLE_LEVELS
+from .config import CALIBRATE_SAMPLES, FIX_OUT_DIR, RATIOS, SERVE_HOST, SERVE_PORT, STYLE_LEVELS
 
 __all__ = ["main"]
 
@@ -196,6 +196,28 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--task-list-shape", choices=["data", "tasks"], default="data",
                          help="list tasks as data/task_status (default) or tasks/status (as SDK 2.x reads them)")
     sandbox.set_defaults(run=_cmd_sandbox)
+
+    serve = sub.add_parser(
+        "serve", help="serve the checks over HTTP: emo-detect-compatible, a box-filling emo-v1 gateway, a web page",
+        description="Answer emo-detect-v1's requests locally (the same boxes as `check`), native POST /v1/check, "
+                    "/v1/preview and /v1/fix, and a gateway that takes emo-v1 requests with the boxes optional: "
+                    "it refuses failing photos (nothing is sent) and forwards the rest, with the caller's own key, "
+                    "to --upstream. A web page at /, Prometheus metrics at /metrics, the API at /docs. The detect "
+                    "and check endpoints need no key: it listens on 127.0.0.1 unless told otherwise.",
+        epilog="example: emo-prep serve --port 8000 --workers 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--host", default=SERVE_HOST, help=f"address to listen on (default {SERVE_HOST})")
+    serve.add_argument("--port", type=int, default=SERVE_PORT, help=f"port (default {SERVE_PORT}; 0: any free one)")
+    serve.add_argument("--workers", type=int, metavar="N", help="check worker processes (default: the cores)")
+    serve.add_argument("--max-queue", type=int, metavar="N",
+                       help="requests that may wait for a worker before 429 (default: 4 per worker)")
+    serve.add_argument("--upstream", metavar="URL",
+                       help="DashScope API base the gateway forwards to (default: $DASHSCOPE_HTTP_BASE_URL, "
+                            "$DASHSCOPE_BASE_URL, else Beijing)")
+    serve.add_argument("--allow-private-urls", action="store_true",
+                       help="also fetch photo URLs on loopback and private networks (never link-local/metadata)")
+    _geometry_option(serve)
+    serve.set_defaults(run=_cmd_serve)
 
     calibrate = sub.add_parser(
         "calibrate", help="fit the box geometry to a few paid emo-detect-v1 answers (CNY 0.004 a photo)",
@@ -508,18 +530,22 @@ def _cmd_task(args: argparse.Namespace) -> int:
         return EXIT_OK if task.output.task_status not in ("FAILED", "CANCELED", "UNKNOWN") else EXIT_REJECTED
 
 
-def _cmd_sandbox(args: argparse.Namespace) -> int:
+def _loopback(host: str) -> bool:
     import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
     import signal
     import threading
 
     from .serve.sandbox import Sandbox, SandboxOptions
 
-    try:
-        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not _loopback(args.host):
         _say(f"Error: --host must be a loopback address, not {args.host}")
         return EXIT_ERROR
     from .geometry import load_geometry
@@ -538,6 +564,44 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             stop.wait()
         except KeyboardInterrupt:
             pass
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .client import resolve_base_url
+    from .geometry import resolve_geometry
+    from .serve.app import ServeOptions, create_app
+    from .serve.sockets import listen
+
+    if (args.workers is not None and args.workers < 1) or (args.max_queue is not None and args.max_queue < 0):
+        _say("Error: --workers must be at least 1 and --max-queue at least 0")
+        return EXIT_ERROR
+    upstream, origin = resolve_base_url(args.upstream)
+    options = ServeOptions(upstream=upstream, max_queue=args.max_queue, allow_private_urls=args.allow_private_urls,
+                           geometry=resolve_geometry(args.geometry),
+                           **({"workers": args.workers} if args.workers else {}))
+    if not _loopback(args.host):
+        _say(f"WARNING: listening on {args.host}: the detect and check endpoints need no key, so anyone who can "
+             f"reach this port can use them (and your CPU). Put a proxy with authentication in front of it "
+             f"(README, 'Serving').")
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        _say(f"Error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        return EXIT_ERROR
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    port = sock.getsockname()[1]
+
+    def ready(pids: list[int]) -> None:
+        _say(f"emo-prep serve listening on http://{host}:{port} ({len(pids)} check workers, queue "
+             f"{options.queue}); gateway upstream {upstream} ({origin}); page /, API /docs, metrics /metrics")
+
+    server = uvicorn.Server(uvicorn.Config(create_app(options, on_ready=ready), log_level="info",
+                                           timeout_graceful_shutdown=5))
+    with sock:
+        server.run(sockets=[sock])
     return EXIT_OK
 
 

@@ -101,6 +101,24 @@ SANDBOX_STOP_GRACE_S = 2.0
 #: Total seconds the sandbox spends fetching an image or audio URL of a request.
 SANDBOX_FETCH_TIMEOUT_S = 10.0
 
+# --- serve (emo-prep serve) -------------------------------------------------------------
+#: Where `emo-prep serve` listens unless told otherwise: loopback, because its detect and check
+#: endpoints take no key (put it behind an authenticating proxy to open it up).
+SERVE_HOST, SERVE_PORT = "127.0.0.1", 8000
+#: Requests that may wait for a free worker besides those being checked; past it the answer is
+#: 429 Throttling at once. 4 per worker at ~40 ms a check keeps the wait under ~0.2 s.
+SERVE_QUEUE_PER_WORKER = 4
+#: Seconds a request may take in all (fetching its URL, waiting, checking) before it is answered
+#: 504; a URL fetch keeps its own URL_TIMEOUT_S inside it.
+SERVE_DEADLINE_S = 30.0
+#: Retry-After (seconds) sent with a 429: about the time a worker needs to drain its queue.
+SERVE_RETRY_AFTER_S = 1
+#: Largest JSON body of the DashScope-shaped endpoints (a request is a few hundred bytes).
+SERVE_MAX_JSON_BYTES = 1024 * 1024
+#: Buckets (seconds) of the check latency histogram on /metrics: a check takes 10-100 ms, a
+#: 12 MP photo ~60 ms, a queue under load up to the deadline.
+SERVE_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 # --- ledger -------------------------------------------------------------------------------
 #: Seconds a ledger write waits for another process's transaction (each lasts milliseconds;
 #: 40 processes opening one new ledger at once finish well inside this).

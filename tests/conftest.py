@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +26,44 @@ def labels(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@contextlib.contextmanager
+def loopback_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threaded HTTP server on 127.0.0.1 answering with `handler`; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture(scope="session")
 def checker():
     from pipeline import Checker
 
     with Checker() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def checked(checker):
+    """`checked(folder, name, ratio)`: the check record (JSON contract) of a photo, computed once
+    per session, so that the tests comparing against the dev set do not check it again each."""
+    cache: dict[tuple[str, str, str], dict] = {}
+
+    def record(folder: Path, name: str, ratio: str) -> dict:
+        key = (str(folder), name, ratio)
+        if key not in cache:
+            cache[key] = checker.check(folder / name, ratio=ratio).to_dict()
+        return cache[key]
+
+    return record
+
+
+def errors(record: dict) -> list[str]:
+    """The error codes of a check record, first (the reason shown) first."""
+    return [f["code"] for f in record["findings"] if f["severity"] == "error"]
 
 
 @pytest.fixture(autouse=True)

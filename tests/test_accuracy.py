@@ -4,39 +4,39 @@ from __future__ import annotations
 
 import cv2
 import pytest
-from conftest import DATA, DATA34, SAMPLES, labels
+from conftest import DATA, DATA34, SAMPLES, errors, labels
 
 from pipeline.boxes import iou
 
 
-def _score(checker, folder, ratio, key):
+def _score(checked, folder, ratio, key):
     misses, false_accepts, rows = [], 0, labels(folder)
     for row in rows:
-        report = checker.check(folder / row["file"], ratio=ratio)
+        record = checked(folder, row["file"], ratio)
         expected = key(row)
-        got = "pass" if report.ok else "reject"
+        got = "pass" if record["ok"] else "reject"
         if got != expected:
             false_accepts += got == "pass"
             misses.append(f"{row['file']}: expected {expected}, got {got} "
-                          f"({', '.join(f.code for f in report.errors) or 'no errors'})")
+                          f"({', '.join(errors(record)) or 'no errors'})")
     return len(rows), misses, false_accepts
 
 
 @pytest.mark.parametrize("ratio", ["1:1", "3:4"])
-def test_dev_set_verdicts(checker, ratio):
+def test_dev_set_verdicts(checked, ratio):
     key = (lambda r: r["expected"]) if ratio == "1:1" else (lambda r: r["expected_34"]["expected"])
-    n, misses, false_accepts = _score(checker, DATA, ratio, key)
+    n, misses, false_accepts = _score(checked, DATA, ratio, key)
     accuracy = 1 - len(misses) / n
     assert accuracy >= 0.95 and false_accepts <= 2, "\n".join(misses)
 
 
-def test_half_body_set_verdicts(checker):
-    n, misses, false_accepts = _score(checker, DATA34, "3:4", lambda r: r["expected_34"]["expected"])
+def test_half_body_set_verdicts(checked):
+    n, misses, false_accepts = _score(checked, DATA34, "3:4", lambda r: r["expected_34"]["expected"])
     assert 1 - len(misses) / n >= 0.9 and false_accepts <= 1, "\n".join(misses)
 
 
 @pytest.mark.parametrize("ratio", ["1:1", "3:4"])
-def test_reject_reason_matches_label(checker, ratio):
+def test_reject_reason_matches_label(checked, ratio):
     """The first error (the reason shown to the user) is the labelled reason, or another one
     the label lists, on all but at most 2 rejects."""
     if ratio == "1:1":
@@ -46,9 +46,9 @@ def test_reject_reason_matches_label(checker, ratio):
                 if r["expected_34"]["expected"] == "reject"]
     wrong = []
     for name, reasons in rows:
-        errors = checker.check(DATA / name, ratio=ratio).errors
-        if not errors or errors[0].code not in reasons:
-            wrong.append(f"{name}: labelled {reasons}, got {[f.code for f in errors]}")
+        codes = errors(checked(DATA, name, ratio))
+        if not codes or codes[0] not in reasons:
+            wrong.append(f"{name}: labelled {reasons}, got {codes}")
     assert len(wrong) <= 2, "\n".join(wrong)
 
 

@@ -19,7 +19,7 @@ from fuzzing import gzip_bomb
 
 from pipeline.audio import check_audio
 from pipeline.errors import InputError
-from pipeline.fetch import allowed_redirect, fetch_url, redact_url
+from pipeline.fetch import fetch_url, redact_url, refused_address
 
 PHOTO = (SAMPLES / "astronaut.png").read_bytes()
 
@@ -122,14 +122,19 @@ def test_a_one_byte_a_second_server_meets_the_total_deadline(headers_too):
     assert time.monotonic() - started < 3.0
 
 
-def test_redirects_into_private_ranges_are_refused_unless_the_url_was_private(server):
-    public = "http://93.184.216.34/photo.jpg"
-    for target in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8080/", "http://10.1.2.3/x",
-                   "http://[::1]/x", "http://192.168.0.1/", "file:///etc/passwd"):
-        assert not allowed_redirect(public, target), target
-    assert allowed_redirect(public, "http://93.184.216.35/elsewhere.jpg")
-    assert allowed_redirect("http://127.0.0.1:9/a.jpg", "http://127.0.0.1:8080/b.jpg")  # private from the start
+def test_each_reach_refuses_its_address_ranges(server):
+    for address, kind in (("169.254.169.254", "link-local (cloud metadata)"), ("127.0.0.1", "loopback"),
+                          ("10.1.2.3", "private"), ("::1", "loopback"), ("192.168.0.1", "private"),
+                          ("::ffff:127.0.0.1", "loopback"), ("0.0.0.0", "unspecified"), ("100.64.0.1", "non-public")):
+        assert refused_address(address, "public") == kind, address
+    assert refused_address("93.184.216.35", "public") is None
+    assert refused_address("127.0.0.1", "private") is None and refused_address("10.1.2.3", "private") is None
+    assert refused_address("169.254.169.254", "private") == "link-local (cloud metadata)"
+    assert refused_address("169.254.169.254", "any") is None
+    # the command line's rule: a loopback URL may redirect on loopback
     assert fetch_url(f"{server}/hop", 1 << 20) == PHOTO
+    with pytest.raises(InputError, match="a loopback address; not fetched"):
+        fetch_url(f"{server}/hop", 1 << 20, reach="public")
 
 
 def test_credentials_in_urls_are_redacted_in_the_report_and_messages(server):

@@ -60,6 +60,7 @@ def installed(tmp_path_factory) -> Path:
     with zipfile.ZipFile(wheel_path) as zf:
         assert {f"pipeline/models/{n}" for n in MODEL_FILES} <= set(zf.namelist())
         assert {"pipeline/serve/__init__.py", "pipeline/serve/sandbox.py"} <= set(zf.namelist())  # the sub-package
+        assert {f"pipeline/serve/static/{n}" for n in ("index.html", "page.js", "page.css")} <= set(zf.namelist())
         assert "emo_prep-" + pipeline.__version__ + ".dist-info/licenses/LICENSE" in zf.namelist()
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)

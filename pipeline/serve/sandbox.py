@@ -33,7 +33,6 @@ import json
 import logging
 import random
 import re
-import socket
 import threading
 import time
 import uuid
@@ -73,6 +72,7 @@ from ..geometry import DEFAULT_GEOMETRY, Geometry
 from ..ingest import decode_image
 from ..nativelog import quiet_native_stderr
 from ..payload import DETECT_MESSAGES, box_ratio
+from .sockets import listen
 
 __all__ = ["SandboxOptions", "Sandbox", "render_framing_video"]
 
@@ -192,7 +192,7 @@ class Sandbox:
         self._checker = None
         self._check_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-check")
         self._stop = threading.Event()
-        self._socket = _listen(host, port)  # bound now: a busy port fails here, port 0 is named
+        self._socket = listen(host, port)  # bound now: a busy port fails here, port 0 is named
         bound_host, bound_port = self._socket.getsockname()[:2]
         self._base_url = f"http://{bound_host}:{bound_port}"
         self._server = uvicorn.Server(uvicorn.Config(
@@ -618,21 +618,6 @@ class _Protocol(H11Protocol):
                       h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket made with proto IPPROTO_TCP, not 0 as socket.create_server makes
-    it: asyncio sets TCP_NODELAY only on connections of such a socket, and without it every
-    keep-alive answer (head and body written apart) waits ~40 ms for the client's delayed ACK."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen()
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _error_body(code: str, message: str) -> bytes:
