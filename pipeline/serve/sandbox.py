@@ -67,11 +67,11 @@ from ..config import (
 )
 from ..errors import InputError
 from ..fetch import fetch_url
-from ..findings import CODES
 from ..geometry import DEFAULT_GEOMETRY, Geometry
 from ..ingest import decode_image
 from ..nativelog import quiet_native_stderr
-from ..payload import DETECT_MESSAGES, box_ratio
+from ..payload import box_ratio
+from .answers import INVALID_IMAGE_MESSAGE, detect_answer, rejection
 from .sockets import listen
 
 __all__ = ["SandboxOptions", "Sandbox", "render_framing_video"]
@@ -426,23 +426,12 @@ class Sandbox:
             raise _Reply(400, "InvalidParameter",
                          "The request parameter is invalid, please check the request parameter.")
         data = self._resolve(url, headers, "image")
-        report = self._check(data, url, ratio)
-        request_id = str(uuid.uuid4())
-        if report.ok:
-            return {"output": {"check_pass": True, "face_bbox": list(report.face_bbox),
-                               "ext_bbox": list(report.ext_bbox), "humanoid": True},
-                    "usage": {"image_count": 1}, "request_id": request_id}
-        first = report.errors[0]
-        if first.code in ("unreadable", "unsupported_format"):
-            raise _Reply(400, "InvalidURL", "The request URL is invalid, please check the request URL is available "
-                                            "and the request image format is one of the following types: JPEG, JPG, "
-                                            "PNG, BMP, and WEBP.")
-        api_code = CODES[first.code].api_code
-        message = DETECT_MESSAGES.get(api_code, DETECT_MESSAGES["InvalidFile.Value"])
-        if self.options.detect_reject_status == 400:
-            raise _Reply(400, api_code, message)
-        return {"output": {"check_pass": False, "code": api_code, "message": message},
-                "usage": {"image_count": 1}, "request_id": request_id}
+        record = self._check(data, url, ratio).to_dict()
+        if not record["ok"]:
+            verdict = rejection(record)  # the service's code and message, as `emo-prep serve` answers
+            if verdict.code == "InvalidURL" or self.options.detect_reject_status == 400:
+                raise _Reply(400, verdict.code, verdict.message)
+        return detect_answer(record)
 
     def submit(self, body: dict[str, Any], headers: Any, key: str) -> tuple[dict[str, Any], bool]:
         """Validate and create a task; the bool says whether to drop the connection instead."""
@@ -475,9 +464,7 @@ class Sandbox:
         try:
             info = decode_image(image, inp["image_url"]).info
         except InputError as exc:
-            raise _Reply(400, "InvalidURL", "The request URL is invalid, please check the request URL is available "
-                                            "and the request image format is one of the following types: JPEG, JPG, "
-                                            "PNG, BMP, and WEBP.") from exc
+            raise _Reply(400, "InvalidURL", INVALID_IMAGE_MESSAGE) from exc
         if ext[2] > info.width or ext[3] > info.height:
             raise _Reply(400, "InvalidParameter", "Invalid bbox input")
         audio_bytes = self._resolve(inp["audio_url"], headers, "audio")
