@@ -18,7 +18,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import CALIBRATE_SAMPLES, FIX_OUT_DIR, RATIOS, SERVE_HOST, SERVE_PORT, STYLE_LEVELS
+from .config import (
+    CALIBRATE_SAMPLES,
+    FIX_OUT_DIR,
+    RATIOS,
+    SERVE_DEADLINE_S,
+    SERVE_HOST,
+    SERVE_IDLE_TIMEOUT_S,
+    SERVE_MAX_CONNECTIONS,
+    SERVE_PORT,
+    SERVE_STOP_GRACE_S,
+    STYLE_LEVELS,
+)
 
 __all__ = ["main"]
 
@@ -211,6 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, metavar="N", help="check worker processes (default: the cores)")
     serve.add_argument("--max-queue", type=int, metavar="N",
                        help="requests that may wait for a worker before 429 (default: 4 per worker)")
+    serve.add_argument("--deadline", type=float, default=SERVE_DEADLINE_S, metavar="S",
+                       help=f"seconds a checking request may take in all, its body, URL and check included, "
+                            f"before 504 (default {SERVE_DEADLINE_S:g})")
     serve.add_argument("--upstream", metavar="URL",
                        help="DashScope API base the gateway forwards to (default: $DASHSCOPE_HTTP_BASE_URL, "
                             "$DASHSCOPE_BASE_URL, else Beijing)")
@@ -573,14 +587,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .client import resolve_base_url
     from .geometry import resolve_geometry
     from .serve.app import ServeOptions, create_app
-    from .serve.sockets import listen
+    from .serve.sockets import IdleClosingProtocol, listen
 
-    if (args.workers is not None and args.workers < 1) or (args.max_queue is not None and args.max_queue < 0):
-        _say("Error: --workers must be at least 1 and --max-queue at least 0")
+    if (args.workers is not None and args.workers < 1) or (args.max_queue is not None and args.max_queue < 0) \
+            or not args.deadline > 0:
+        _say("Error: --workers must be at least 1, --max-queue at least 0 and --deadline above 0")
         return EXIT_ERROR
     upstream, origin = resolve_base_url(args.upstream)
     options = ServeOptions(upstream=upstream, max_queue=args.max_queue, allow_private_urls=args.allow_private_urls,
-                           geometry=resolve_geometry(args.geometry),
+                           deadline_s=args.deadline, geometry=resolve_geometry(args.geometry),
                            **({"workers": args.workers} if args.workers else {}))
     if not _loopback(args.host):
         _say(f"WARNING: listening on {args.host}: the detect and check endpoints need no key, so anyone who can "
@@ -599,7 +614,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
              f"{options.queue}); gateway upstream {upstream} ({origin}); page /, API /docs, metrics /metrics")
 
     server = uvicorn.Server(uvicorn.Config(create_app(options, on_ready=ready), log_level="info",
-                                           timeout_graceful_shutdown=5))
+                                           http=IdleClosingProtocol, timeout_keep_alive=SERVE_IDLE_TIMEOUT_S,
+                                           limit_concurrency=SERVE_MAX_CONNECTIONS,
+                                           timeout_graceful_shutdown=SERVE_STOP_GRACE_S))
     with sock:
         server.run(sockets=[sock])
     return EXIT_OK

@@ -118,6 +118,14 @@ SERVE_MAX_JSON_BYTES = 1024 * 1024
 #: Buckets (seconds) of the check latency histogram on /metrics: a check takes 10-100 ms, a
 #: 12 MP photo ~60 ms, a queue under load up to the deadline.
 SERVE_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Seconds a connection may stay silent, or sit in the middle of a request head, before it is
+#: closed: a slow-header client cannot hold connections (uvicorn alone waits forever there).
+SERVE_IDLE_TIMEOUT_S = 15.0
+#: Open connections and requests in progress at once; past it uvicorn answers 503 at once, so
+#: a flood of clients costs file descriptors and memory up to a bound, not without one.
+SERVE_MAX_CONNECTIONS = 512
+#: Seconds a stopping server (Ctrl-C, SIGTERM) lets requests in progress finish.
+SERVE_STOP_GRACE_S = 5.0
 
 # --- ledger -------------------------------------------------------------------------------
 #: Seconds a ledger write waits for another process's transaction (each lasts milliseconds;

@@ -109,8 +109,9 @@ def served(tmp_path_factory, sandbox):
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory):
-    """Defaults for URLs (public only), one worker and a queue of one: easy to overload."""
-    server = Served(tmp_path_factory.mktemp("strict"), "--workers", "1", "--max-queue", "1")
+    """Defaults for URLs (public only), one worker and a queue of one: easy to overload; a short
+    request deadline."""
+    server = Served(tmp_path_factory.mktemp("strict"), "--workers", "1", "--max-queue", "1", "--deadline", "8")
     yield server
     server.http.close()
     server.stop()
@@ -292,6 +293,20 @@ def test_overload_gets_429_with_retry_after_not_a_hang(strict):
     metrics = strict.http.get("/metrics").text
     assert 'emo_prep_requests_total{route="/v1/check",status="429"}' in metrics
     assert "emo_prep_check_seconds_bucket" in metrics and "emo_prep_queue_depth 0.0" in metrics
+
+
+def test_a_body_that_stops_arriving_gets_504_at_the_deadline_and_frees_its_place(strict):
+    host, port = httpx.URL(strict.url).host, httpx.URL(strict.url).port
+    with socket.create_connection((host, port)) as conn:
+        conn.sendall(b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"\xff" * 10)
+        conn.settimeout(60)
+        started, answer = time.monotonic(), b""
+        while b"\r\n\r\n" not in answer and (chunk := conn.recv(4096)):
+            answer += chunk
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 504 "), answer[:200]
+    assert 7 < waited < 30, waited  # the --deadline of 8 s, not uvicorn's forever
+    assert strict.http.get("/healthz").json()["admitted"] == 0
 
 
 def test_a_public_host_is_warned_about_and_a_busy_port_is_a_clear_error():

@@ -126,16 +126,24 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
 
     capacity, admitted = pool.workers + pool.max_queue, [0]
 
+    def _late() -> Reply:
+        return Reply(504, "RequestTimeOut", f"not answered within {options.deadline_s:g} s",
+                     hint="Send the whole request at once and try again later, or with a smaller photo.")
+
     def gated(endpoint: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
         """At most workers + queue requests inside the endpoints that fetch or check (a slow URL
-        holds its place too); one more is answered 429 before its body is read."""
+        holds its place too); one more is answered 429 before its body is read. Each has the
+        request deadline from here on, reading its body included."""
         @functools.wraps(endpoint)
         async def gate(*args: Any, **kwargs: Any) -> Response:
             if admitted[0] >= capacity:
                 raise _throttled()
             admitted[0] += 1
             try:
-                return await endpoint(*args, **kwargs)
+                async with asyncio.timeout(options.deadline_s):  # also a body that stops arriving
+                    return await endpoint(*args, **kwargs)
+            except TimeoutError:
+                raise _late() from None
             finally:
                 admitted[0] -= 1
 
@@ -147,8 +155,7 @@ def create_app(options: ServeOptions, *, on_ready: Callable[[list[int]], None] |
         except PoolBusy:
             raise _throttled() from None
         except PoolTimeout:
-            raise Reply(504, "RequestTimeOut", f"not answered within {options.deadline_s:g} s",
-                        hint="Try again later, or with a smaller photo.") from None
+            raise _late() from None
         except PoolFailed:
             raise Reply(500, "InternalError", "a check worker ended unexpectedly and was restarted; try again") \
                 from None

@@ -42,12 +42,10 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import cv2
-import h11
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..audio import check_audio
 from ..config import (
@@ -72,7 +70,7 @@ from ..ingest import decode_image
 from ..nativelog import quiet_native_stderr
 from ..payload import box_ratio
 from .answers import INVALID_IMAGE_MESSAGE, detect_answer, rejection
-from .sockets import listen
+from .sockets import IdleClosingProtocol, listen
 
 __all__ = ["SandboxOptions", "Sandbox", "render_framing_video"]
 
@@ -570,41 +568,12 @@ def _loopback(host: str) -> bool:
         return False
 
 
-class _Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with the sandbox's two differences: a connection with no
-    request in progress is closed after the idle timeout from its first byte on (uvicorn
-    arms its keep-alive timer only after an answer, so a silent or half-sent request would
-    hold the connection forever), and a request h11 cannot parse (a bad Content-Length, say)
-    is answered with the service's JSON error body instead of plain text."""
+class _Protocol(IdleClosingProtocol):
+    """The shared protocol, logging through the sandbox's quiet logger."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.logger = _HTTP_LOG
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self._arm_idle_timer()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.cycle is None or self.cycle.response_complete:  # between requests or inside a request head
-            self._arm_idle_timer()
-
-    def _arm_idle_timer(self) -> None:
-        if not self.transport.is_closing():
-            self._unset_keepalive_if_required()
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
-                                                                self.timeout_keep_alive_handler)
-
-    def send_400_response(self, msg: str) -> None:
-        body = _error_body("InvalidParameter", "a request needs a valid head and a Content-Length from 0 up "
-                                               "(no chunked bodies)")
-        for event in (h11.Response(status_code=400, reason=b"Bad Request",
-                                   headers=[(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]),
-                      h11.Data(data=body), h11.EndOfMessage()):
-            self.transport.write(self.conn.send(event))
-        self.transport.close()
 
 
 def _error_body(code: str, message: str) -> bytes:
