@@ -63,7 +63,8 @@ def test_silence_warning_below_minus_45_dbfs(dbfs, warned):
     if warned:
         assert report.findings[0].limit == AUDIO_SILENT_DBFS
         assert report.findings[0].value == pytest.approx(dbfs, abs=0.2)
-        assert report.findings[0].message == f"the audio level is {report.rms_dbfs:.0f} dBFS; speech is usually around -20"
+        assert report.findings[0].message == \
+            f"the audio level is {report.rms_dbfs:.0f} dBFS; speech is usually around -20"
 
 
 def test_digital_silence_is_minus_infinity_with_no_value():

@@ -252,3 +252,21 @@ def test_boxes_for_upload_use_the_geometry():
 def test_iou_and_covered_by_hand(a, b, want_iou, want_cov):
     assert iou(a, b) == pytest.approx(want_iou)
     assert covered(a, b) == pytest.approx(want_cov)
+
+
+boxes = st.tuples(st.integers(0, 500), st.integers(0, 500), st.integers(1, 300), st.integers(1, 300)).map(
+    lambda b: (float(b[0]), float(b[1]), float(b[0] + b[2]), float(b[1] + b[3])))
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=boxes, b=boxes)
+def test_overlap_measures(a, b):
+    """iou is symmetric and in [0, 1]; covered(a, b) is a's share inside b, so the smaller box
+    is covered at least as much as the larger one, and iou never exceeds either share."""
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])  # noqa: E731
+    assert iou(a, b) == pytest.approx(iou(b, a)) and 0.0 <= iou(a, b) <= 1.0
+    assert covered(a, a) == 1.0 and 0.0 <= covered(a, b) <= 1.0
+    assert iou(a, b) <= min(covered(a, b), covered(b, a)) + 1e-12
+    small, large = sorted((a, b), key=area)
+    assert covered(small, large) >= covered(large, small) - 1e-12
+    assert covered(a, b) * area(a) == pytest.approx(covered(b, a) * area(b))  # the same intersection
