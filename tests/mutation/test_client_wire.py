@@ -73,7 +73,8 @@ class Host:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                self.send_response(status)
+                headers = dict(headers)
+                self.send_response(status, headers.pop("X-Test-Reason", None))  # the status line's phrase
                 for k, v in {"Content-Length": str(len(body)), **headers}.items():
                     self.send_header(k, v)
                 self.end_headers()
@@ -322,6 +323,16 @@ def test_an_error_without_a_body_says_the_reason_phrase(hosts):
         with pytest.raises(InvalidRequestError) as info:
             client.get_task("t-1")
     assert str(info.value) == "HTTP 404 : get task: Not Found".replace("  ", " ")
+
+
+def test_a_reason_phrase_that_echoes_the_key_is_redacted(hosts):
+    api, _, _ = hosts
+    api.answer = lambda req: (400, {"X-Test-Reason": f"Bad key {KEY}", "Content-Type": "text/plain"}, b"")
+    with _client(api) as client:
+        with pytest.raises(InvalidRequestError) as info:
+            client.get_task("t-1")
+    assert str(info.value) == "HTTP 400 : get task: Bad key ***".replace("  ", " ")
+    assert KEY not in repr(info.value.__dict__)
 
 
 def test_a_request_id_header_is_kept_when_the_body_has_none(hosts):

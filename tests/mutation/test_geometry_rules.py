@@ -27,6 +27,9 @@ RULE = {"1:1": (1, 1, DEFAULT_GEOMETRY.scale_11), "3:4": (3, 4, DEFAULT_GEOMETRY
     ((899.5, 699.5, 999.5, 799.5), (1000, 800), (899, 699, 1000, 800)),
     ((1200.0, 10.0, 1300.0, 50.0), (1000, 1000), (999, 10, 1000, 50)),  # past the right edge: 1 px wide
     ((10.0, -90.0, 50.0, -20.0), (1000, 1000), (10, 0, 50, 1)),         # above the top: 1 px high
+    ((10.0, 1200.0, 50.0, 1300.0), (1000, 1000), (10, 999, 50, 1000)),  # below the bottom: 1 px high
+    ((-300.0, 10.0, -200.0, 50.0), (1000, 1000), (0, 10, 1, 50)),       # left of the image: 1 px wide
+    ((5.0, 10.0, 5.0, 10.0), (1000, 1000), (5, 10, 6, 11)),             # an empty box: 1 x 1 px
 ])
 def test_face_box_rounds_outwards_and_clips(face, size, want):
     assert face_box(face, size) == want
@@ -45,6 +48,9 @@ def test_service_face_default_is_the_detector_box_itself():
     (Geometry(face_scale=1.0, face_dx=0.25), (150.0, 200.0, 350.0, 400.0)),
     (Geometry(face_dy=0.5), (100.0, 300.0, 300.0, 500.0)),
     (Geometry(face_scale=0.5), (150.0, 250.0, 250.0, 350.0)),
+    (Geometry(face_scale=2.0), (0.0, 100.0, 400.0, 500.0)),
+    (Geometry(face_dx=1.0), (300.0, 200.0, 500.0, 400.0)),
+    (Geometry(face_dy=1.0), (100.0, 400.0, 300.0, 600.0)),
 ])
 def test_service_face_scales_about_the_centre_and_moves_it_in_face_sides(geometry, want):
     assert service_face((100, 200, 300, 400), geometry) == pytest.approx(want)
@@ -123,6 +129,16 @@ def test_shrinks_no_further_than_the_face_box():
     # the 1:1 box can only be 300 px (the image's height) but the face is 310 px wide: none
     assert crop_box((10, 0, 320, 300), (1000, 300), "1:1", floor=0.5) is None
     assert crop_box((10, 0, 300, 300), (1000, 300), "1:1", floor=0.5) == (5, 0, 305, 300)
+
+
+def test_the_smallest_box_of_each_ratio():
+    # one unit of the ratio (1 x 1, 3 x 4 px) is a box, if the floor allows it
+    assert crop_box((0, 0, 1, 1), (1, 1), "1:1", floor=0.5) == (0, 0, 1, 1)
+    assert crop_box((0, 0, 1, 1), (3, 4), "3:4", floor=0.5) == (0, 0, 3, 4)
+
+
+def test_the_ratio_is_one_to_one_unless_asked():
+    assert crop_box((900, 900, 1100, 1100), (4000, 4000)) == (750, 720, 1250, 1220)
 
 
 def test_a_tiny_image_gives_no_box():
@@ -248,6 +264,9 @@ def test_boxes_for_upload_use_the_geometry():
     ((0, 0, 10, 10), (20, 20, 30, 30), 0.0, 0.0),
     ((5, 5, 5, 9), (0, 0, 10, 10), 0.0, 0.0),        # an empty box
     ((3, 3, 3, 3), (3, 3, 3, 3), 0.0, 0.0),
+    ((0, 0, 10, 10), (0, 20, 10, 30), 0.0, 0.0),     # side by side vertically: columns overlap, rows do not
+    ((0, 0, 10, 10), (0, 9.5, 10, 20), 5 / 200, 0.05),  # half a pixel of overlap
+    ((0, 0, 0.5, 0.5), (0, 0, 0.5, 0.5), 1.0, 1.0),  # smaller than a pixel, still the same box
 ])
 def test_iou_and_covered_by_hand(a, b, want_iou, want_cov):
     assert iou(a, b) == pytest.approx(want_iou)
