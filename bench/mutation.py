@@ -49,7 +49,16 @@ SCOPE: dict[str, list[str]] = {
 }
 
 #: Mutants no behaviour can tell from the original, with the reason (RESULTS.md lists them).
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "pipeline.checks.x_blur__mutmut_5": "above=False -> None: _graded only asks whether it is true",
+    "pipeline.checks.x_exposure__mutmut_6": "above=False -> None (dark): the same",
+    "pipeline.checks.x_face_cut_off__mutmut_62": ">= -> > at the 3 % warning: no share equals 0.03 in doubles "
+                                                 "(1 - x is exact for x in [0.5, 1], and 0.97 + 0.03 is not 1 there)",
+    "pipeline.checks.x_face_occluded__mutmut_21": "covered += hidden -> covered = hidden: covered is empty there",
+    "pipeline.checks.x_pose__mutmut_1": "pitch >= 0 -> > 0: a pitch of 0 is under every limit, up or down",
+    "pipeline.checks.x_pose__mutmut_2": "pitch >= 0 -> >= 1: a pitch in [0, 1) is under every limit (the "
+                                        "lowest, the downward warning, is 12), up or down",
+}
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout",
           -24: "timeout", 152: "timeout", 255: "timeout", None: "not checked"}

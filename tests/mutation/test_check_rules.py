@@ -122,6 +122,13 @@ def test_face_height_limits(ratio, face_h, want):
         assert f"{face_h / 1000:.0%}" in f.message and f"{f.limit:.0%}" in f.message
 
 
+def test_face_area_counts_width_times_height_wherever_the_face_is():
+    # the same 700 x 500 face lower in the photo: still 35 % of the area
+    found = checks.face_size(face(100, 300, 800, 800), info(1000, 1000), "1:1", CFG)
+    assert summary(found) == [("face_too_large", "error", pytest.approx(0.35), 0.35)]
+    assert checks.face_size(face(100, 300, 799, 800), info(1000, 1000), "1:1", CFG) == []
+
+
 def test_face_area_limit():
     # 700 x 500 in 1000 x 1000: height 50 % (fine), area exactly 35 %: too large; 699 wide: fine
     found = checks.face_size(face(0, 0, 700, 500), info(1000, 1000), "1:1", CFG)
@@ -162,6 +169,18 @@ def test_face_cut_off_limits(box, want):
     assert (f.code, f.severity, f.limit) == ("face_cut_off", *want)
     assert f.value == pytest.approx(share)
     assert f"{share:.0%}" in f.message
+
+
+@pytest.mark.parametrize("box", [(1100, 100, 1200, 200), (100, 1100, 200, 1200), (-300, -300, -200, -200)])
+def test_a_face_wholly_outside_is_all_cut_off(box):
+    (f,) = checks.face_cut_off(face(*box), info(1000, 1000), CFG)
+    assert (f.severity, f.value) == ("error", 1.0) and f.message == "100% of the face lies outside the photo"
+
+
+def test_a_face_smaller_than_a_pixel_is_measured_by_its_own_area():
+    # 1 x 0.5 px, half of it past the right edge: 50 % outside
+    (f,) = checks.face_cut_off(face(999.5, 100, 1000.5, 100.5), info(1000, 1000), CFG)
+    assert f.value == pytest.approx(0.5)
 
 
 def test_face_cut_off_in_a_corner_counts_both_edges():
@@ -225,11 +244,13 @@ def test_upside_down():
     assert summary(found) == [("pose", "error", 0.05, 0.0)] and calls == [1]
     assert "0.90 turned by 180 degrees against 0.85" in found[0].message
     assert checks.upside_down(0.85, _turned(0.85, calls), [], CFG) == []  # no gain: not upside down
+    (f,) = checks.upside_down(0.8, _turned(0.91234, calls), [], CFG)
+    assert f.value == 0.112  # the gain, to 3 decimals
 
 
 @pytest.mark.parametrize("earlier,asked", [
     ("face_cut_off", False), ("no_face", False), ("dark", False),      # before pose, or dark
-    ("blur", True), ("overexposed", True), ("body_cut_off", True),     # after pose
+    ("pose", True), ("blur", True), ("overexposed", True), ("body_cut_off", True),  # pose itself, after pose
 ])
 def test_upside_down_is_asked_only_when_it_can_matter(earlier, asked):
     calls: list = []
@@ -331,7 +352,8 @@ def cov(*, nose=0.9, lips=0.9, mouth=0.6, eyes=(0.5, 0.5), below=((0.9, 0.8), (0
 def _occluded(c: Coverage, *, score=0.95, hand=0.0, so_far=(), calls=None):
     calls = [] if calls is None else calls
 
-    def hand_presence(_: Coverage) -> float:
+    def hand_presence(measured: Coverage) -> float:
+        assert measured is c  # the hand is looked for where the coverage found the mouth
         calls.append("hand")
         return hand
 
@@ -350,13 +372,15 @@ def test_a_clear_face_is_not_occluded():
 
 def test_mask_cover_and_their_limits():
     (f,) = _occluded(cov(lips=0.34, nose=0.34))
-    assert (f.code, f.covered, f.causes) == ("face_occluded", ("nose", "mouth"), ("mask",))
+    assert (f.code, f.severity, f.covered, f.causes) == ("face_occluded", "error", ("nose", "mouth"), ("mask",))
     assert (f.value, f.limit) == (0.34, 0.35)
     assert f.message == "the nose, mouth look covered (lips warmth against the skin 0.34, limit 0.35)"
     assert f.hint == COVER_HINTS["mask"][0]
     (f,) = _occluded(cov(lips=0.34))
     assert (f.covered, f.causes) == (("mouth",), ("cover",))
     assert f.message == "the mouth looks covered (lips warmth against the skin 0.34, limit 0.35)"
+    (f,) = _occluded(cov(lips=0.1, nose=0.35))  # the nose at its limit is not covered
+    assert (f.covered, f.causes) == (("mouth",), ("cover",))
     (f,) = _occluded(cov(mouth=0.29, nose=0.1))
     assert (f.covered, f.causes, f.value, f.limit) == (("nose", "mouth"), ("mask",), 0.29, 0.3)
     assert "mouth contrast 0.29, limit 0.3" in f.message
@@ -368,7 +392,7 @@ def test_hand_over_the_mouth_is_asked_under_0_9():
     calls.clear()
     (f,) = _occluded(cov(), score=0.89, hand=0.51, calls=calls)
     assert calls == ["coverage", "hand"]
-    assert (f.covered, f.causes, f.value, f.limit) == (("mouth",), ("hand",), 0.51, 0.5)
+    assert (f.severity, f.covered, f.causes, f.value, f.limit) == ("error", ("mouth",), ("hand",), 0.51, 0.5)
     assert "hand presence over the mouth 0.51, limit 0.5" in f.message
     assert _occluded(cov(), score=0.89, hand=0.5) == []
     calls.clear()
@@ -378,7 +402,7 @@ def test_hand_over_the_mouth_is_asked_under_0_9():
 
 def test_eyes_flat_or_behind_a_dark_lens():
     (f,) = _occluded(cov(eyes=(0.19, 0.5)))
-    assert (f.covered, f.causes, f.value, f.limit) == (("right_eye",), ("eye",), 0.19, 0.2)
+    assert (f.severity, f.covered, f.causes, f.value, f.limit) == ("error", ("right_eye",), ("eye",), 0.19, 0.2)
     assert f.message == "the right eye looks covered (right eye contrast 0.19, limit 0.2)"
     (f,) = _occluded(cov(eyes=(0.1, 0.15)))
     assert (f.covered, f.causes, f.value) == (("right_eye", "left_eye"), ("sunglasses",), 0.1)
@@ -387,6 +411,10 @@ def test_eyes_flat_or_behind_a_dark_lens():
     (f,) = _occluded(cov(below=((0.34, 0.24), (0.1, 0.1))))
     assert (f.covered, f.causes, f.value, f.limit) == (("right_eye", "left_eye"), ("sunglasses",), 0.1, 0.25)
     assert "as behind a dark lens" in f.message
+    (f,) = _occluded(cov(eyes=(0.2, 0.5), below=((0.1, 0.1), (0.9, 0.8))))  # contrast at its limit: the lens speaks
+    assert (f.covered, f.value, f.limit) == (("right_eye",), 0.1, 0.25)
+    assert f.message == "the right eye looks covered (lightness below the right eye, as behind a dark lens, 0.10, " \
+                        "limit 0.25)"
     assert _occluded(cov(below=((0.35, 0.1), (0.9, 0.24)))) == []
     assert _occluded(cov(below=((0.1, 0.25), (None, 0.0)))) == []
     # eyes and mouth at once: the eyes speak first, every part listed, both hints
@@ -410,6 +438,8 @@ def test_finding_to_dict():
     assert f.to_dict() == {"code": "dark", "severity": "error", "value": 21.044, "limit": 45.0,
                            "message": "brightness 21.0 is below the limit 45", "hint": CODES["dark"].hint,
                            "hint_zh": CODES["dark"].hint_zh, "api_code": "InvalidFile.Value"}
+    assert Finding("face_cut_off", "error", "m", 0.123456, 0.0304449).to_dict()["limit"] == 0.03
+    assert Finding("face_cut_off", "error", "m", 0.123456, 0.1234567).to_dict()["limit"] == 0.123
     assert Finding("no_face", "error", "m").to_dict()["value"] is None
     assert Finding("no_face", "error", "m").to_dict()["limit"] is None
     occ = Finding("face_occluded", "error", "m", 0.1, 0.35, covered=("nose", "mouth"), causes=("mask", "hand"))
