@@ -28,7 +28,8 @@ MUTATIONS: dict[str, tuple[str, str, str, list[str]]] = {
     "key sent to the OSS upload host": (
         "pipeline/client.py", 'files={"file": (filename, data, mime)}, authorised=False)',
         'files={"file": (filename, data, mime)}, authorised=True)',
-        ["tests/mutation/test_client_wire.py::test_the_key_reaches_the_api_host_only"]),
+        ["tests/mutation/test_client_wire.py::test_the_key_reaches_the_api_host_only",
+         "tests/test_key_path.py::test_cli_batch_submit_and_download"]),
     "API error message not redacted": (
         "pipeline/client.py", 'message = self._redact(parsed.message or response.reason_phrase or "error")',
         'message = parsed.message or response.reason_phrase or "error"',
