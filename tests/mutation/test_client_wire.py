@@ -8,11 +8,14 @@ hour is seen at once.
 
 from __future__ import annotations
 
+import email.utils
 import http.server
 import json
+import logging
 import re
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,10 +23,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pipeline.client import EmoClient, RetryPolicy
+from pipeline.client import EmoClient, RetryPolicy, parse_retry_after, resolve_base_url
 from pipeline.errors import (
     AmbiguousSubmitError,
     APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     InvalidRequestError,
     PortraitRejected,
@@ -69,11 +73,13 @@ class Host:
                            self.rfile.read(length))
                 host.seen.append(req)
                 status, headers, body = host.script.popleft() if host.script else host.answer(req)
+                if "X-Test-Delay" in headers:  # answer late
+                    time.sleep(float(headers["X-Test-Delay"]))
                 if body is None:  # the request arrived; the answer is lost
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                headers = dict(headers)
+                headers = {k: v for k, v in headers.items() if k != "X-Test-Delay"}
                 self.send_response(status, headers.pop("X-Test-Reason", None))  # the status line's phrase
                 for k, v in {"Content-Length": str(len(body)), **headers}.items():
                     self.send_header(k, v)
@@ -446,7 +452,9 @@ def test_a_submit_whose_answer_is_lost_is_ambiguous_and_not_resent(hosts):
         with pytest.raises(AmbiguousSubmitError) as info:
             client.submit(_request())
     assert len(api.seen) == 1
-    assert "do not resend" in str(info.value) and len(info.value.body_sha256) == 64 and info.value.sent_at > 0
+    assert str(info.value) == ("submit: the request was sent but no answer came back (RemoteProtocolError); a task "
+                               "may exist: do not resend, look for it with the task list")
+    assert len(info.value.body_sha256) == 64 and info.value.sent_at > 0
 
 
 def test_a_query_whose_answer_is_lost_is_asked_again(hosts):
@@ -468,3 +476,140 @@ def test_a_refused_connection_is_retried_even_for_a_submit_then_named():
             client.submit(_request())
     assert len(sleeps) == 2
     assert str(info.value) == "submit: no answer from 127.0.0.1 (ConnectError)" and KEY not in str(info.value)
+
+
+# --- what each call is called in messages, and which calls are repeated -----------------------
+
+def _each_call(client: EmoClient, image_url: str = "oss://dashscope-instant/abc/p.jpg"):
+    return {"get upload policy": lambda: client.upload(b"x", filename="p.jpg"),
+            "face-detect": lambda: client.face_detect(image_url),
+            "submit": lambda: client.submit(_request()),
+            "get task": lambda: client.get_task("t-1"),
+            "cancel": lambda: client.cancel("t-1"),
+            "list tasks": lambda: client.list_tasks()}
+
+
+def test_every_call_names_itself_in_its_errors(hosts):
+    api, oss, _ = hosts
+    with _client(api) as client:
+        for what, call in _each_call(client).items():
+            api.script.append(_error(400, "InvalidParameter", "no"))
+            with pytest.raises(InvalidRequestError) as info:
+                call()
+            assert str(info.value) == f"HTTP 400 InvalidParameter: {what}: no (request_id rid-1)"
+        oss.script.append(_error(403, "AccessDenied", "signature"))
+        with pytest.raises(AuthenticationError) as info:
+            client.upload(b"x", filename="p.jpg")
+        assert str(info.value) == "HTTP 403 AccessDenied: upload: signature (request_id rid-1)"
+
+
+def test_every_call_but_the_submit_is_repeated_after_a_server_error(hosts):
+    api, oss, _ = hosts
+    with _client(api) as client:
+        for what, call in _each_call(client).items():
+            api.seen.clear()
+            api.script.append(_error(500, "InternalError", "blip"))
+            if what == "submit":
+                with pytest.raises(ServerError):
+                    call()
+                assert len(api.seen) == 1
+            else:
+                call()
+                assert len(api.seen) >= 2 and api.seen[0].path == api.seen[1].path, what
+        oss.script.append(_error(503, "ServiceUnavailable", "blip"))
+        client.upload(b"x", filename="p.jpg")
+        assert len(oss.seen) == 3  # the upload of the loop above, the failed one and its retry
+
+
+@pytest.mark.parametrize("image,audio,resolve", [
+    ("oss://b/p.jpg", "https://x/a.wav", True), ("https://x/p.jpg", "oss://b/a.wav", True),
+    ("https://x/p.jpg", "https://x/a.wav", False),
+])
+def test_the_resolve_header_goes_with_any_oss_input(hosts, image, audio, resolve):
+    api, _, _ = hosts
+    with _client(api) as client:
+        client.submit(_request(image, audio))
+    assert ("X-DashScope-OssResourceResolve" in api.seen[0].headers) is resolve
+
+
+def test_each_retry_is_logged_with_its_reason_and_wait(hosts, caplog):
+    api, _, _ = hosts
+    sleeps: list = []
+    api.script.extend([_error(429, "Throttling", "slow", {"Retry-After": "2"}), (500, {}, b"<html>"),
+                       (200, {}, None)])
+    with caplog.at_level(logging.INFO, logger="pipeline.client"):
+        with _client(api, sleeps, retry=RetryPolicy(max_retries=3, initial_s=0.5, max_s=0.5)) as client:
+            client.get_task("t-1")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.client"]
+    assert lines == [
+        "retrying get task after HTTP 429 Throttling: waiting 2.00 s as Retry-After asks (retry 1 of 3)",
+        f"retrying get task after HTTP 500: waiting {sleeps[1]:.2f} s (retry 2 of 3)",
+        f"retrying get task after no answer (RemoteProtocolError): waiting {sleeps[2]:.2f} s (retry 3 of 3)"]
+    assert all(r.levelno == logging.INFO for r in caplog.records) and KEY not in caplog.text
+
+
+def test_a_retry_after_date_is_waited_for(hosts):
+    api, _, _ = hosts
+    sleeps: list = []
+    api.script.append(_error(429, "Throttling", "later", {"Retry-After": email.utils.formatdate(time.time() + 30,
+                                                                                                usegmt=True)}))
+    with _client(api, sleeps) as client:
+        client.get_task("t-1")
+    assert len(sleeps) == 1 and 28 <= sleeps[0] <= 30
+
+
+def test_a_retry_after_date_in_the_past_is_no_wait():
+    assert parse_retry_after(email.utils.formatdate(1_000_000, usegmt=True)) == 0.0
+    assert parse_retry_after(email.utils.formatdate(2_000, usegmt=True), now=1_000.0) == 1_000.0
+
+
+def test_a_slow_answer_is_a_timeout(hosts):
+    api, _, _ = hosts
+    api.script.append((200, {"X-Test-Delay": "0.6"}, b"{}"))
+    with EmoClient(api_key=KEY, base_url=f"{api.base}/api/v1", timeout=0.2, retry=RetryPolicy(max_retries=0)) as c:
+        with pytest.raises(APITimeoutError) as info:
+            c.get_task("t-1")
+    assert str(info.value) == "get task: no answer from 127.0.0.1 (ReadTimeout)"
+
+
+def test_error_bodies_of_other_shapes(hosts):
+    api, _, _ = hosts
+    with _client(api) as client:
+        api.script.append((400, {"Content-Type": "application/json"}, b'["not", "an", "object"]'))
+        with pytest.raises(InvalidRequestError) as info:
+            client.get_task("t-1")
+        assert info.value.body == ["not", "an", "object"] and info.value.code is None
+        api.script.append((400, {"Content-Type": "text/plain"}, b"x" * 600))
+        with pytest.raises(InvalidRequestError) as info:
+            client.get_task("t-1")
+        assert info.value.body == "x" * 500  # a text body is kept to 500 characters
+        api.script.append((400, {"X-Test-Reason": "", "Content-Type": "text/plain"}, b""))
+        with pytest.raises(InvalidRequestError) as info:
+            client.get_task("t-1")
+        assert str(info.value) == "HTTP 400 : get task: error".replace("  ", " ")
+
+
+@pytest.mark.parametrize("env,argument,want", [
+    ({}, "http://arg.example/api/v1/", ("http://arg.example/api/v1", "argument")),
+    ({"DASHSCOPE_HTTP_BASE_URL": " http://one.example/api/v1/ "}, None,
+     ("http://one.example/api/v1", "DASHSCOPE_HTTP_BASE_URL")),
+    ({"DASHSCOPE_HTTP_BASE_URL": "http://one.example/api/v1", "DASHSCOPE_BASE_URL": "http://two.example"}, None,
+     ("http://one.example/api/v1", "DASHSCOPE_HTTP_BASE_URL")),
+    ({"DASHSCOPE_HTTP_BASE_URL": "  ", "DASHSCOPE_BASE_URL": "http://two.example/"}, None,
+     ("http://two.example/api/v1", "DASHSCOPE_BASE_URL")),
+    ({"DASHSCOPE_BASE_URL": "https://gw.example/qwen/api/v1/"}, None,
+     ("https://gw.example/qwen/api/v1", "DASHSCOPE_BASE_URL")),
+    ({}, None, ("https://dashscope.aliyuncs.com/api/v1", "default: Beijing")),
+])
+def test_resolve_base_url(monkeypatch, env, argument, want):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert resolve_base_url(argument) == want
+
+
+def test_a_base_url_with_a_trailing_slash_makes_no_double_slash(hosts):
+    api, _, _ = hosts
+    with EmoClient(api_key=KEY, base_url=f"{api.base}/api/v1/") as client:
+        client.get_task("t-1")
+        assert client.endpoint == f"{api.base}/api/v1 (argument)"
+    assert api.seen[0].path == "/api/v1/tasks/t-1"
