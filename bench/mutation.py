@@ -58,6 +58,18 @@ EQUIVALENT: dict[str, str] = {
     "pipeline.checks.x_pose__mutmut_1": "pitch >= 0 -> > 0: a pitch of 0 is under every limit, up or down",
     "pipeline.checks.x_pose__mutmut_2": "pitch >= 0 -> >= 1: a pitch in [0, 1) is under every limit (the "
                                         "lowest, the downward warning, is 12), up or down",
+    **{f"pipeline.client.xǁ_Coreǁ_{name}": 'a method in lower case ("get"): httpx sends it upper-cased'
+       for name in ("policy_call__mutmut_12", "upload_call__mutmut_36", "detect_call__mutmut_21",
+                    "submit_call__mutmut_24", "task_call__mutmut_10", "cancel_call__mutmut_10",
+                    "list_call__mutmut_14")},
+    "pipeline.client.xǁ_Coreǁ_upload_call__mutmut_27": "authorised=False -> None: only its truth is asked",
+    "pipeline.client.xǁ_Coreǁ_submit_call__mutmut_14": "idempotent=False -> None: only its truth is asked",
+    "pipeline.client.xǁ_Coreǁ_after_failure__mutmut_10": "sent=True -> None for an answer with a status: "
+                                                         "should_retry reads `sent` only when there is no status",
+    "pipeline.client.xǁ_Coreǁ_after_failure__mutmut_19": "sent=True -> False for an answer with a status: the same",
+    "pipeline.client.xǁ_Coreǁ_after_failure__mutmut_22": '"retry-after" -> "RETRY-AFTER": httpx headers ignore case',
+    "pipeline.client.xǁ_Coreǁ_redact__mutmut_2": "`if self._api_key or True`: the key is never empty (an empty one "
+                                                 "is refused when the client is made)",
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout",
