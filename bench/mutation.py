@@ -68,6 +68,10 @@ EQUIVALENT: dict[str, str] = {
                                                          "should_retry reads `sent` only when there is no status",
     "pipeline.client.xǁ_Coreǁ_after_failure__mutmut_19": "sent=True -> False for an answer with a status: the same",
     "pipeline.client.xǁ_Coreǁ_after_failure__mutmut_22": '"retry-after" -> "RETRY-AFTER": httpx headers ignore case',
+    "pipeline.client.x__read_api_key__mutmut_15": 'encoding "utf-8" -> "UTF-8": the same codec',
+    "pipeline.client.x__read_api_key__mutmut_13": "encoding None: the locale's, UTF-8 on every machine we run on "
+                                                  "(a key is ASCII anyway)",
+    "pipeline.client.xǁ_Coreǁ_error__mutmut_43": '"x-request-id" -> "X-REQUEST-ID": httpx headers ignore case',
     "pipeline.client.xǁ_Coreǁ_redact__mutmut_2": "`if self._api_key or True`: the key is never empty (an empty one "
                                                  "is refused when the client is made)",
 }

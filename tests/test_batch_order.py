@@ -125,7 +125,9 @@ def test_killed_after_each_step_then_resumed_loses_nothing_and_duplicates_nothin
 def test_no_more_than_queue_ahead_tasks_wait_behind_the_running_one(tmp_path):
     photos = _portraits(tmp_path / "in", n=5)
     out = tmp_path / "out"
-    sb = _sandbox(pending_s=0.3, running_s=1.0)
+    # each task takes 2.5 s from its submit to its end, one at a time: the third submit (three
+    # photos prepared, uploaded and paced at 5 a second) comes well before the first one ends
+    sb = _sandbox(pending_s=0.5, running_s=2.0)
     try:
         _batch([str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--poll-interval", "0.1"], _env(sb))
         records = sb.records()

@@ -474,7 +474,7 @@ def test_a_refused_connection_is_retried_even_for_a_submit_then_named():
                    retry=RetryPolicy(max_retries=2, initial_s=0.5, max_s=4.0)) as client:
         with pytest.raises(APIConnectionError) as info:
             client.submit(_request())
-    assert len(sleeps) == 2
+    assert type(info.value) is APIConnectionError and len(sleeps) == 2  # refused: not a timeout
     assert str(info.value) == "submit: no answer from 127.0.0.1 (ConnectError)" and KEY not in str(info.value)
 
 
@@ -600,11 +600,69 @@ def test_error_bodies_of_other_shapes(hosts):
     ({"DASHSCOPE_BASE_URL": "https://gw.example/qwen/api/v1/"}, None,
      ("https://gw.example/qwen/api/v1", "DASHSCOPE_BASE_URL")),
     ({}, None, ("https://dashscope.aliyuncs.com/api/v1", "default: Beijing")),
+    ({}, "http://h.example/X/", ("http://h.example/X", "argument")),  # only slashes are stripped
+    ({"DASHSCOPE_HTTP_BASE_URL": "http://h.example/X/"}, None, ("http://h.example/X", "DASHSCOPE_HTTP_BASE_URL")),
+    ({"DASHSCOPE_BASE_URL": "http://h.example/X"}, None, ("http://h.example/X", "DASHSCOPE_BASE_URL")),
 ])
 def test_resolve_base_url(monkeypatch, env, argument, want):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert resolve_base_url(argument) == want
+
+
+def test_the_openai_compatible_mode_is_ignored_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("DASHSCOPE_BASE_URL", "https://gw.example/compatible-mode/v1")
+    with caplog.at_level(logging.WARNING, logger="pipeline.client"):
+        assert resolve_base_url() == ("https://dashscope.aliyuncs.com/api/v1", "default: Beijing")
+    assert [r.getMessage() for r in caplog.records] == [
+        "ignoring DASHSCOPE_BASE_URL=https://gw.example/compatible-mode/v1: that is the OpenAI-compatible API, "
+        "which has no EMO; using https://dashscope.aliyuncs.com/api/v1"]
+
+
+def _sent_key(api: Host, **options) -> str:
+    with EmoClient(base_url=f"{api.base}/api/v1", **options) as client:
+        client.get_task("t-1")
+    return api.seen[-1].headers["Authorization"].removeprefix("Bearer ")
+
+
+def test_the_key_is_read_the_sdk_ways(hosts, monkeypatch, tmp_path):
+    api, _, _ = hosts
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".dashscope").mkdir()
+    (tmp_path / ".dashscope" / "api_key").write_text(" sk-home \n", encoding="utf-8")
+    assert _sent_key(api) == "sk-home"
+    (tmp_path / "named").write_text("sk-named\n", encoding="utf-8")
+    monkeypatch.setenv("DASHSCOPE_API_KEY_FILE_PATH", str(tmp_path / "named"))
+    assert _sent_key(api) == "sk-named"
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-env")
+    assert _sent_key(api) == "sk-env"
+    assert _sent_key(api, api_key="sk-arg") == "sk-arg"
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda p: None, "No such file or directory"),
+    (lambda p: p.mkdir(), "Is a directory"),
+    (lambda p: p.write_bytes(b"\xff\xfe sk"), "UnicodeDecodeError"),
+])
+def test_a_named_key_file_that_cannot_be_read_is_said_why(monkeypatch, tmp_path, make, reason):
+    path = tmp_path / "key"
+    make(path)
+    monkeypatch.setenv("DASHSCOPE_API_KEY_FILE_PATH", str(path))
+    with pytest.raises(UsageError) as info:
+        EmoClient(base_url="http://127.0.0.1:9/api/v1")
+    assert str(info.value) == f"DASHSCOPE_API_KEY_FILE_PATH: cannot read the key file {path} ({reason})"
+
+
+def test_no_key_anywhere_names_every_way(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.dashscope/api_key: quietly not there
+    with pytest.raises(UsageError) as info:
+        EmoClient(base_url="http://127.0.0.1:9/api/v1")
+    assert str(info.value) == ("no DashScope API key: pass api_key=... or set DASHSCOPE_API_KEY (or write the key "
+                               "to ~/.dashscope/api_key, or name a key file in DASHSCOPE_API_KEY_FILE_PATH)")
+    (tmp_path / ".dashscope").mkdir()
+    (tmp_path / ".dashscope" / "api_key").write_text("  \n")
+    with pytest.raises(UsageError, match="no DashScope API key"):  # an empty file is no key
+        EmoClient(base_url="http://127.0.0.1:9/api/v1")
 
 
 def test_a_base_url_with_a_trailing_slash_makes_no_double_slash(hosts):
