@@ -87,7 +87,7 @@ def _free_of_key(exc: BaseException) -> None:
 
 
 def test_client_error_paths_keep_the_key_to_the_api_and_out_of_every_message(tmp_path):
-    sb = _sandbox(expire_after_s=0.5, result_ttl_s=0.05, detect_reject_status=400)
+    sb = _sandbox(result_ttl_s=0.05, detect_reject_status=400)
     try:
         with EmoClient(api_key=KEY, base_url=sb.api_base, retry=FAST, poll_initial_s=0.05, poll_max_s=0.1) as client:
             url = client.upload(SAMPLES / "coffee.jpg", model="emo-detect-v1")
