@@ -104,3 +104,51 @@ def test_unreadable_messages(data, message):
     report = check_audio(data, source_id="x.bin")
     assert codes(report) == [("audio_unreadable", "error")] and report.findings[0].message.startswith(message)
     assert report.format is None and report.duration_s is None
+
+
+def _container(fmt: str, *, audio: bool = True, video: bool = False) -> bytes:
+    """A short file in `fmt` made by PyAV: 0.5 s of 16-bit PCM audio and/or one video frame."""
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format=fmt) as dst:
+        if video:
+            vs = dst.add_stream("mpeg4", rate=5)
+            vs.width, vs.height = 32, 32
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            for packet in vs.encode(frame):
+                dst.mux(packet)
+            for packet in vs.encode(None):
+                dst.mux(packet)
+        if audio:
+            codec = "pcm_s16be" if fmt == "aiff" else "pcm_s16le"
+            stream = dst.add_stream(codec, rate=8000, layout="mono")
+            samples = (0.3 * 32767 * np.sin(np.arange(4000) / 8000 * 2 * np.pi * 200)).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+            frame.sample_rate = 8000
+            for packet in stream.encode(frame):
+                dst.mux(packet)
+            for packet in stream.encode(None):
+                dst.mux(packet)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("make,code,message", [
+    (lambda: b"", "audio_unreadable", "clip: empty file"),
+    (lambda: b"RIFF\x00\x00\x00\x00WAVEjunk", "audio_unreadable", "clip: not decodable audio (InvalidDataError)"),
+    (lambda: wav(0), "audio_unreadable", "clip: the audio stream holds no samples"),
+    (lambda: _container("aiff"), "audio_unsupported_format", "clip: unknown audio container"),
+    (lambda: _container("matroska", audio=False, video=True), "audio_unreadable", "clip: no audio stream"),
+])
+def test_each_unusable_clip_says_why_with_its_name_and_size(make, code, message):
+    data = make()
+    report = check_audio(data, source_id="clip")
+    assert (report.source, report.size, report.format, report.duration_s) == ("clip", len(data), None, None)
+    assert [(f.code, f.severity, f.message) for f in report.findings] == [(code, "error", message)]
+
+
+def test_bytes_without_a_name_and_a_missing_file(tmp_path):
+    assert check_audio(b"").source == "<bytes>"
+    report = check_audio(tmp_path / "gone.wav")
+    assert (report.source, report.size) == (str(tmp_path / "gone.wav"), 0)
+    assert report.findings[0].code == "audio_unreadable" and "No such file" in report.findings[0].message
