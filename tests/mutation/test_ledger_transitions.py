@@ -135,3 +135,32 @@ def test_committed_cost_counts_what_may_be_charged(ledger):
                             ("UNKNOWN", 0.0)):
         ledger.update_task("t-1", status)
         assert ledger.committed_cost() == counted, status
+
+
+def _event(ledger: Ledger, job_id: str = "j1") -> tuple:
+    e = ledger.events(job_id)[-1]
+    return e["what"], e["job_id"], e["task_id"], e["detail"]
+
+
+def test_each_transition_leaves_an_event_saying_what_and_on_what(ledger):
+    sid = ledger.begin_submit("j1", {}, "x")
+    assert _event(ledger) == ("submit sent", "j1", None, f'{{"submit_id": {sid}}}')
+    ledger.submit_created(sid, "t-1", cost_estimate=0.5)
+    assert _event(ledger) == ("task created (answer)", "j1", "t-1", None)
+    ledger.download_failed("t-1", "download_failed", "disk full")
+    assert _event(ledger) == ("download failed", "j1", "t-1", '"disk full"')
+    ledger.mark_downloaded("t-1", "/out/v.mp4", 1234)
+    assert _event(ledger) == ("downloaded", "j1", "t-1", '{"path": "/out/v.mp4", "bytes": 1234}')
+    sid2 = ledger.begin_submit("j2", {}, "y")
+    ledger.submit_refused(sid2, "HTTP 400 bad")
+    assert _event(ledger, "j2") == ("submit refused", "j2", None, '"HTTP 400 bad"')
+    sid3 = ledger.begin_submit("j2", {}, "y")
+    ledger.submit_unknown(sid3, "no answer")
+    assert _event(ledger, "j2") == ("submit unknown", "j2", None, '"no answer"')
+
+
+def test_settling_supersedes_every_earlier_unsettled_submit(ledger):
+    ids = [ledger.begin_submit("j1", {}, "x") for _ in range(3)]
+    ledger.settle("j1", None)
+    assert [(s["submit_id"], s["outcome"], s["detail"]) for s in ledger.submits("j1")] == [
+        (ids[0], "settled", "superseded"), (ids[1], "settled", "superseded"), (ids[2], "settled", "no task")]
