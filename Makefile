@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT := demo-out
 
-.PHONY: demo test bench models image clean
+.PHONY: demo test bench mutation models image clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/calibrate.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/sandbox.py
+
+# Mutation testing (mutmut 3, config in pyproject.toml) of the rules, the geometry and the key's
+# path; prints the score per module. Minutes, not part of `make test`. MODULES=geometry limits it.
+mutation: $(STAMP)
+	$(BIN)/python bench/mutation.py --max-children 2 $(MODULES)
 
 # Rebuild models/ from the mediapipe 0.10.21 wheel on PyPI and check the hashes.
 models: $(STAMP)

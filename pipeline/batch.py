@@ -30,7 +30,7 @@ from .config import RATIOS, STYLE_LEVELS, VIDEO_MODEL
 from .findings import Finding
 from .geometry import Geometry, resolve_geometry
 from .ingest import IMAGE_SUFFIXES
-from .ledger import Job, Ledger, job_key
+from .ledger import Job, Ledger, fault_point, job_key
 
 if TYPE_CHECKING:
     from .fix import FixResult
@@ -531,6 +531,7 @@ def _submit_one(ledger: Ledger, client, job: Job, ambiguous_error, status_error,
             if fresh or exc.status_code != 400 or not (exc.code or "").startswith("InvalidURL"):
                 raise
             continue
+        fault_point("submit answered")
         ledger.submit_created(submit_id, created.output.task_id, cost_estimate=job.cost_estimate)
         return created.output.task_id
     return None

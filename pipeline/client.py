@@ -315,7 +315,7 @@ class _Core:
     # answers
     def _error(self, call: _Call, response: httpx.Response) -> APIStatusError:
         try:
-            body: Any = response.json()
+            body: Any = json.loads(self._redact(json.dumps(response.json())))  # a body may echo the key
             parsed = ErrorBody.model_validate(body) if isinstance(body, dict) else ErrorBody()
         except (ValueError, json.JSONDecodeError):
             body, parsed = self._redact(response.text[:500]), ErrorBody()

@@ -131,6 +131,11 @@ SERVE_STOP_GRACE_S = 5.0
 #: Seconds a ledger write waits for another process's transaction (each lasts milliseconds;
 #: 40 processes opening one new ledger at once finish well inside this).
 LEDGER_BUSY_TIMEOUT_S = 30.0
+#: Tests only: a batch process that finds the name of one of its crash-safety steps here
+#: ("check recorded", "upload recorded", "submit recorded", "submit answered", "task recorded",
+#: "download started", "downloaded") kills itself with SIGKILL right after that step, so a test
+#: can check what is on disk at that exact point instead of racing a kill against a timer.
+ENV_FAULT_AFTER = "EMO_PREP_FAULT_AFTER"
 
 # --- ingest -----------------------------------------------------------------------------
 #: Bytes read from any source; a 12 MP phone JPEG is 3-8 MB, the upload policy caps at 100 MB.

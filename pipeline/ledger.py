@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
 import sqlite3
 import time
@@ -26,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import LEDGER_BUSY_TIMEOUT_S
+from .config import ENV_FAULT_AFTER, LEDGER_BUSY_TIMEOUT_S
 from .errors import LedgerLockedError
 
-__all__ = ["Ledger", "Job", "job_key", "LEDGER_SCHEMA_VERSION"]
+__all__ = ["Ledger", "Job", "job_key", "fault_point", "LEDGER_SCHEMA_VERSION"]
 
 _MIGRATIONS: list[str] = [
     """
@@ -82,6 +83,13 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 LEDGER_SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def fault_point(step: str) -> None:
+    """Tests only: SIGKILL this process right after `step` when $EMO_PREP_FAULT_AFTER names it
+    (config.ENV_FAULT_AFTER), to check the crash-safety order deterministically."""
+    if os.environ.get(ENV_FAULT_AFTER) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def job_key(photo_sha256: str, audio_sha256: str | None, ratio: str, style: str) -> str:
@@ -255,6 +263,7 @@ class Ledger:
                         cost_estimate, thumbnail, time.time(), job_id))
             self._event(db, f"check {verdict}", job_id=job_id,
                         detail=[f["code"] for f in report.get("findings", []) if f["severity"] == "error"])
+        fault_point("check recorded")
 
     def set_state(self, job_id: str, state: str, *, error: str | None = None) -> None:
         """Move a job to `state`; a downloaded job stays downloaded (only a new submit moves it)."""
@@ -294,6 +303,7 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO uploads (sha256, model, url, uploaded_at, expires_at)"
                        " VALUES (?,?,?,?,?)", (sha256, model, url, time.time(), expires_at))
             self._event(db, "uploaded", detail={"sha256": sha256, "model": model})
+        fault_point("upload recorded")
 
     def forget_upload(self, sha256: str, model: str) -> None:
         with self.atomic() as db:
@@ -309,7 +319,9 @@ class Ledger:
                              (job_id, json.dumps(request), request_sha256, time.time()))
             db.execute("UPDATE jobs SET state='submitting', updated_at=? WHERE job_id=?", (time.time(), job_id))
             self._event(db, "submit sent", job_id=job_id, detail={"submit_id": cur.lastrowid})
-            return int(cur.lastrowid)
+            submit_id = int(cur.lastrowid)
+        fault_point("submit recorded")
+        return submit_id
 
     def submit_created(self, submit_id: int, task_id: str, *, cost_estimate: float | None,
                        status: str = "PENDING", how: str = "answer") -> None:
@@ -324,6 +336,7 @@ class Ledger:
             db.execute("UPDATE jobs SET state='submitted', last_error=NULL, updated_at=? WHERE job_id=?",
                        (now, job_id))
             self._event(db, f"task created ({how})", job_id=job_id, task_id=task_id)
+        fault_point("task recorded")
 
     def submit_refused(self, submit_id: int, error: str) -> None:
         """The service answered the submit with an error: no task was made."""
@@ -393,6 +406,7 @@ class Ledger:
         with self.atomic() as db:
             job_id = db.execute("SELECT job_id FROM tasks WHERE task_id=?", (task_id,)).fetchone()[0]
             self._event(db, "download started", job_id=job_id, task_id=task_id, detail={"path": path})
+        fault_point("download started")
 
     def mark_downloaded(self, task_id: str, path: str, size: int) -> None:
         with self.atomic() as db:
@@ -401,6 +415,7 @@ class Ledger:
                        (path, time.time(), size, time.time(), task_id))
             db.execute("UPDATE jobs SET state='downloaded', updated_at=? WHERE job_id=?", (time.time(), job_id))
             self._event(db, "downloaded", job_id=job_id, task_id=task_id, detail={"path": path, "bytes": size})
+        fault_point("downloaded")
 
     def download_failed(self, task_id: str, state: str, error: str) -> None:
         """The video could not be fetched: the job moves to `state` (download_failed: a later

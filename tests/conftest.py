@@ -6,6 +6,7 @@ import contextlib
 import http.server
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data"
-DATA34 = ROOT.parent / "shared" / "data34"
+#: ../shared beside the repo (mutmut runs the tests from a copy in mutants/, one level deeper)
+SHARED = next((p / "shared" for p in ROOT.parents if (p / "shared").is_dir()), ROOT.parent / "shared")
+DATA = SHARED / "data"
+DATA34 = SHARED / "data34"
 SAMPLES = ROOT / "samples"
-EMO_PREP = str(ROOT / ".venv" / "bin" / "emo-prep") if (ROOT / ".venv" / "bin" / "emo-prep").exists() else "emo-prep"
+EMO_PREP = next((str(p) for p in (ROOT / ".venv" / "bin" / "emo-prep", Path(sys.executable).parent / "emo-prep")
+                 if p.exists()), "emo-prep")
 
 
 def labels(folder: Path) -> list[dict]:

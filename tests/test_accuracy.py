@@ -1,4 +1,4 @@
-"""Verdicts on the labelled dev photos: the bar is accuracy >= 0.95 with <= 2 false accepts."""
+"""Verdicts on the labelled dev photos: every one right, as the README states (100 %)."""
 
 from __future__ import annotations
 
@@ -9,47 +9,54 @@ from conftest import DATA, DATA34, SAMPLES, errors, labels
 from pipeline.boxes import iou
 
 
-def _score(checked, folder, ratio, key):
-    misses, false_accepts, rows = [], 0, labels(folder)
+def _misses(checked, folder, ratio, key) -> tuple[int, list[str]]:
+    misses, rows = [], labels(folder)
     for row in rows:
         record = checked(folder, row["file"], ratio)
         expected = key(row)
         got = "pass" if record["ok"] else "reject"
         if got != expected:
-            false_accepts += got == "pass"
             misses.append(f"{row['file']}: expected {expected}, got {got} "
                           f"({', '.join(errors(record)) or 'no errors'})")
-    return len(rows), misses, false_accepts
+    return len(rows), misses
 
 
-@pytest.mark.parametrize("ratio", ["1:1", "3:4"])
-def test_dev_set_verdicts(checked, ratio):
-    key = (lambda r: r["expected"]) if ratio == "1:1" else (lambda r: r["expected_34"]["expected"])
-    n, misses, false_accepts = _score(checked, DATA, ratio, key)
-    accuracy = 1 - len(misses) / n
-    assert accuracy >= 0.95 and false_accepts <= 2, "\n".join(misses)
+def test_dev_set_verdicts_one_to_one(checked):
+    n, misses = _misses(checked, DATA, "1:1", lambda r: r["expected"])
+    assert n == 91 and misses == [], "\n".join(misses)
 
 
-def test_half_body_set_verdicts(checked):
-    n, misses, false_accepts = _score(checked, DATA34, "3:4", lambda r: r["expected_34"]["expected"])
-    assert 1 - len(misses) / n >= 0.9 and false_accepts <= 1, "\n".join(misses)
+def test_dev_and_half_body_set_verdicts_three_to_four(checked):
+    """data/ has no 3:4 pass, so it cannot show a 3:4 over-rejection: data34's five half-body
+    passes (and five rejects) are judged in the same run."""
+    key = lambda r: r["expected_34"]["expected"]  # noqa: E731
+    n, misses = _misses(checked, DATA, "3:4", key)
+    n34, misses34 = _misses(checked, DATA34, "3:4", key)
+    assert (n, n34) == (91, 10) and sum(key(r) == "pass" for r in labels(DATA34)) == 5
+    assert misses + misses34 == [], "\n".join(misses + misses34)
+
+
+#: Reasons the labels' READMEs call right besides the labelled one (data34/README.md: the man
+#: turned away in d34_07 shows only the side of his face, "a no_face verdict is also a correct reject").
+ALSO_RIGHT = {"d34_07.jpg": ["no_face"]}
 
 
 @pytest.mark.parametrize("ratio", ["1:1", "3:4"])
 def test_reject_reason_matches_label(checked, ratio):
     """The first error (the reason shown to the user) is the labelled reason, or another one
-    the label lists, on all but at most 2 rejects."""
+    the label lists, on every reject."""
     if ratio == "1:1":
-        rows = [(r["file"], r["reject_reasons_all"]) for r in labels(DATA) if r["expected"] == "reject"]
+        rows = [(DATA, r["file"], r["reject_reasons_all"]) for r in labels(DATA) if r["expected"] == "reject"]
     else:
-        rows = [(r["file"], [r["expected_34"]["reason"]]) for r in labels(DATA)
-                if r["expected_34"]["expected"] == "reject"]
+        rows = [(folder, r["file"], [r["expected_34"]["reason"], *r.get("reasons_all_34", []),
+                                     *ALSO_RIGHT.get(r["file"], [])])
+                for folder in (DATA, DATA34) for r in labels(folder) if r["expected_34"]["expected"] == "reject"]
     wrong = []
-    for name, reasons in rows:
-        codes = errors(checked(DATA, name, ratio))
+    for folder, name, reasons in rows:
+        codes = errors(checked(folder, name, ratio))
         if not codes or codes[0] not in reasons:
             wrong.append(f"{name}: labelled {reasons}, got {codes}")
-    assert len(wrong) <= 2, "\n".join(wrong)
+    assert wrong == [], "\n".join(wrong)
 
 
 def test_a_pattern_taken_for_a_tiny_face_is_no_face_and_a_weak_real_face_counts(checker):

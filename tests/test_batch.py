@@ -1,19 +1,18 @@
 """Batch: same verdicts as `check`, a report that opens in Chromium, bad rows reported per
-row, a budget, idempotence, the ledger commands, and SIGKILL at five points with resume."""
+row, a budget, idempotence and the ledger commands. Kills at each crash-safety step, with
+resume, are in test_batch_order.py."""
 
 from __future__ import annotations
 
+import html.parser
 import json
 import os
 import re
 import shutil
-import signal
-import sqlite3
 import subprocess
-import time
+from collections import Counter
 from pathlib import Path
 
-import av
 import pytest
 from conftest import DATA, EMO_PREP, SAMPLES, labels
 from PIL import Image
@@ -79,6 +78,18 @@ def test_batch_without_submit_gives_the_verdicts_of_check_and_a_report_that_open
         assert record["ok"] == by_check[name]["ok"], name
         assert [f["code"] for f in record["findings"]] == [f["code"] for f in by_check[name]["findings"]], name
     rejected = sum(not r["ok"] for r in by_batch.values())
+    # the page's content, read without a browser: a tile per photo with its verdict and reason
+    # (its first error, as check orders them), the summary and reasons tables
+    page = _Page.read(out / "report.html")
+    first_error = {name: next((f["code"] for f in r["findings"] if f["severity"] == "error"), "")
+                   for name, r in by_batch.items()}
+    assert sorted(page.tiles) == sorted((name, "pass" if r["ok"] else "reject", first_error[name])
+                                        for name, r in by_batch.items())
+    assert page.tables["summary"][:3] == [["photos", str(len(rows))], ["passed", str(len(rows) - rejected)],
+                                          ["rejected", str(rejected)]]
+    counts = Counter(code for code in first_error.values() if code)
+    assert page.tables["reasons"][1:] == [[code, str(n)] for code, n in counts.most_common()]
+    assert counts["blur"] == sum(1 for r in rows if r["reject_reason"] == "blur")
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
     html = _dom(out / "report.html", "rejected")
@@ -90,6 +101,55 @@ def test_batch_without_submit_gives_the_verdicts_of_check_and_a_report_that_open
     blur = _dom(out / "report.html", "reason=blur")
     assert f"showing {sum(1 for r in rows if r['reject_reason'] == 'blur')} of {len(rows)}" in blur
     assert "<td>21</td>" in html and "data:image/jpeg;base64," in html  # summary and inlined thumbnails
+
+
+class _Page(html.parser.HTMLParser):
+    """report.html's tiles as (photo, data-verdict, data-reason) and its tables as rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tiles: list[tuple[str, str, str]] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._tile: dict[str, str] | None = None
+        self._in_badge = self._after_badge = False
+
+    @classmethod
+    def read(cls, path: Path) -> _Page:
+        page = cls()
+        page.feed(path.read_text(encoding="utf-8"))
+        return page
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self._table = a["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+        elif tag == "figure":
+            self._tile = a
+        elif tag == "span" and a.get("class") == "badge":
+            self._in_badge = True
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._table = None
+        elif tag in ("td", "th") and self._cell is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "span" and self._in_badge:
+            self._in_badge, self._after_badge = False, True
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        elif self._after_badge:  # the photo's name follows its PASS / REJECT badge
+            self.tiles.append((data.strip(), self._tile["data-verdict"], self._tile["data-reason"]))
+            self._after_badge = False
 
 
 def test_bad_rows_are_reported_and_the_rest_goes_on(tmp_path):
@@ -216,83 +276,3 @@ def test_unknown_submit_is_left_for_a_person_and_settled_with_the_ledger_command
         assert len(export.stdout.splitlines()) == 3
     finally:
         sb.stop()
-
-
-# --- SIGKILL at five points, then resume -----------------------------------------------------
-
-_POINTS = {
-    "during checks": "SELECT (SELECT COUNT(*) FROM jobs WHERE state != 'new') > 0",
-    "between upload and submit": "SELECT (SELECT COUNT(*) FROM uploads) > 0 AND (SELECT COUNT(*) FROM submits) = 0",
-    "right after a submit": "SELECT (SELECT COUNT(*) FROM submits WHERE outcome = 'pending') > 0",
-    "while waiting": "SELECT (SELECT COUNT(*) FROM tasks WHERE status = 'RUNNING') > 0",
-    "during a download": "SELECT (SELECT COUNT(*) FROM events WHERE what = 'download started') > "
-                         "(SELECT COUNT(*) FROM events WHERE what = 'downloaded')",
-}
-
-
-def _run_and_kill(args: list[str], env: dict[str, str], ledger: Path, condition: str, timeout: float = 120,
-                  also=lambda db: True) -> bool:
-    """Start the batch and SIGKILL its process group as soon as `condition` holds in the ledger
-    (and `also(db)`, a further check the test controls)."""
-    proc = subprocess.Popen([EMO_PREP, "batch", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if ledger.exists():
-                try:
-                    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=1) as db:
-                        if db.execute(condition).fetchone()[0] and also(db):
-                            os.killpg(proc.pid, signal.SIGKILL)
-                            proc.wait(timeout=30)
-                            return True
-                except sqlite3.OperationalError:
-                    pass  # the schema is being made
-            time.sleep(0.005)
-        return False
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
-def test_sigkill_at_five_points_loses_nothing_and_duplicates_nothing(tmp_path):
-    photos = _portraits(tmp_path / "in", n=4)
-    out = tmp_path / "out"
-    ledger = out / "ledger.sqlite"
-    args = [str(photos), "--audio", SPEECH, "--submit", "--out", str(out), "--workers", "2", "--poll-interval", "0.1"]
-    # every answer is 0.2 s late, so polling three tasks takes ~0.6 s: each task stays RUNNING for
-    # 1.5 s, more than two polling rounds, so the batch is seen waiting whatever the machine's speed
-    sb = _sandbox(latency_s=0.2, pending_s=0.3, running_s=1.5, submit_answer_delay_s=0.5)
-    try:
-        env = _env(sb)
-        # "right after a submit": killed once the sandbox holds a task the ledger has not recorded
-        # (each answer comes 0.5 s after its task is made), so the answer is lost. A kill between
-        # writing the submit and sending it would leave it `unknown` by design (nothing tells
-        # whether it arrived); racing a timer against that window made this test flaky.
-        def answer_lost(db) -> bool:
-            return len(sb.records()["submits"]) > db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
-
-        hit = {name: _run_and_kill(args, env, ledger, condition,
-                                   also=answer_lost if name == "right after a submit" else (lambda db: True))
-               for name, condition in _POINTS.items()}
-        final = subprocess.run([EMO_PREP, "batch", *args], env=env, capture_output=True, text=True, timeout=300)
-        records = sb.records()
-    finally:
-        sb.stop()
-    assert hit == {name: True for name in _POINTS}, hit
-    assert "4 passed, 2 rejected" in final.stdout and "tasks 4, videos 4" in final.stdout, final.stderr
-    made = [s["task_id"] for s in records["submits"]]
-    assert len(made) == len(set(made)) == 4  # zero duplicate submissions: one task per passing photo
-    with sqlite3.connect(ledger) as db:
-        in_ledger = {r[0] for r in db.execute("SELECT task_id FROM tasks")}
-        downloaded = {r[0]: (r[1], r[2]) for r in db.execute("SELECT task_id, output_path, bytes FROM tasks")}
-    assert in_ledger == set(made)  # zero lost task ids
-    videos = sorted((out / "videos").iterdir())
-    assert len(videos) == 4 and not [p for p in out.rglob("*.part")]
-    for path, size in downloaded.values():
-        assert Path(path).stat().st_size == size
-        with av.open(path) as container:
-            assert abs(float(container.duration) / 1e6 - 7.35) < 0.3 and container.streams.audio
-    gets = records["downloads"]
-    assert set(gets) == set(made) and sum(gets.values()) <= 5  # one GET each; a second only for the cut one

@@ -63,7 +63,7 @@ def test_a_refused_key_stops_the_batch_at_once_and_a_rerun_with_the_right_key_co
         sb.stop()
     assert wrong.returncode == 2, wrong.stderr
     assert wrong.stderr.count("stopping the batch: the service refuses this key or account") == 1
-    assert wrong.stderr.count("401") == 1 and "2 photo(s) not submitted" in wrong.stderr
+    assert wrong.stderr.count("HTTP 401") == 1 and "2 photo(s) not submitted" in wrong.stderr
     assert "sk-wrong" not in wrong.stderr + wrong.stdout
     assert pending == ["checked"] * 2  # not failed: the right key picks them up
     assert "tasks 2, videos 2, failed 0" in right.stdout, right.stderr

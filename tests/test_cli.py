@@ -38,7 +38,10 @@ def test_json_findings_carry_code_hint_and_chinese():
     assert set(first) == {"code", "severity", "value", "limit", "message", "hint", "hint_zh", "api_code"}
     assert first["code"] == "dark" and first["api_code"] == "InvalidFile.Value"
     assert "人脸" in first["hint_zh"]  # written as UTF-8, not \u escapes
-    assert record["face_bbox"] and "ext_bbox" not in record or record["ext_bbox"] is not None
+    # both boxes are present on a rejected photo too (the contract), the ext box exactly 3:4
+    # around the face
+    (fx1, fy1, fx2, fy2), (x1, y1, x2, y2) = record["face_bbox"], record["ext_bbox"]
+    assert 4 * (x2 - x1) == 3 * (y2 - y1) and x1 <= fx1 < fx2 <= x2 and y1 <= fy1 < fy2 <= y2
 
 
 def test_table_output_and_exit_status_for_a_mixed_folder(tmp_path):

@@ -7,6 +7,7 @@ import asyncio
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -18,6 +19,7 @@ import pytest
 from conftest import DATA34, EMO_PREP, SAMPLES
 
 from pipeline import upload_form
+from pipeline.boxes import iou
 from pipeline.client import AsyncEmoClient, EmoClient, RetryPolicy
 from pipeline.errors import (
     AmbiguousSubmitError,
@@ -32,6 +34,7 @@ from pipeline.errors import (
     ThrottledError,
     UsageError,
 )
+from pipeline.geometry import Geometry
 from pipeline.payload import VideoInput, VideoParameters, VideoSynthesisRequest
 from pipeline.serve.sandbox import Sandbox, SandboxOptions
 
@@ -344,24 +347,40 @@ def _cli(*args, env_extra, timeout=180):
     return subprocess.run([EMO_PREP, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_cli_submit_wait_download_and_task(sandbox, tmp_path):
-    env = {"DASHSCOPE_API_KEY": KEY, "DASHSCOPE_HTTP_BASE_URL": sandbox.api_base}
-    out = tmp_path / "out.mp4"
-    proc = _cli("submit", str(SAMPLES / "astronaut_exif6.jpg"), str(SAMPLES / "speech.wav"), "--wait",
-                "-o", str(out), "--boxes", "remote", env_extra=env)
-    assert proc.returncode == 0, proc.stderr
-    lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert lines[0]["request"]["input"]["image_url"].startswith("oss://")
-    task_id = lines[1]["task_id"]
-    assert lines[-1]["task_status"] == "SUCCEEDED"
-    assert "IoU with ours" in proc.stderr and "exif_orientation_applied" in proc.stderr
-    assert _video_facts(out)[:2] == (512, 512)
-    shown = _cli("task", task_id, env_extra=env)
-    assert shown.returncode == 0 and json.loads(shown.stdout)["output"]["task_status"] == "SUCCEEDED"
-    listed = _cli("task", "--list", env_extra=env)
-    assert task_id in listed.stdout
-    for p in (proc, shown, listed):
-        assert KEY not in p.stdout + p.stderr
+def test_cli_submit_wait_download_and_task(tmp_path):
+    # face-detect answers with a rule unlike ours (the sandbox's own detector, another box
+    # geometry), so "--boxes remote" has boxes of its own to compare and to send
+    remote_rule = Geometry(face_scale=1.12, face_dx=0.04, face_dy=-0.06, scale_11=2.2, shift_up_11=0.08)
+    sb = _sandbox(detect_geometry=remote_rule)
+    try:
+        env = {"DASHSCOPE_API_KEY": KEY, "DASHSCOPE_HTTP_BASE_URL": sb.api_base}
+        out = tmp_path / "out.mp4"
+        proc = _cli("submit", str(SAMPLES / "astronaut_exif6.jpg"), str(SAMPLES / "speech.wav"), "--wait",
+                    "-o", str(out), "--boxes", "remote", env_extra=env)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert lines[0]["request"]["input"]["image_url"].startswith("oss://")
+        task_id = lines[1]["task_id"]
+        assert lines[-1]["task_status"] == "SUCCEEDED"
+        assert "exif_orientation_applied" in proc.stderr
+        assert _video_facts(out)[:2] == (512, 512)
+        shown = _cli("task", task_id, env_extra=env)
+        assert shown.returncode == 0 and json.loads(shown.stdout)["output"]["task_status"] == "SUCCEEDED"
+        listed = _cli("task", "--list", env_extra=env)
+        assert task_id in listed.stdout
+        for p in (proc, shown, listed):
+            assert KEY not in p.stdout + p.stderr
+    finally:
+        sb.stop()
+    ours = json.loads(_cli("check", "--json", str(SAMPLES / "astronaut_exif6.jpg"), env_extra={}).stdout)
+    said = re.search(r"emo-detect boxes: face (\[[^]]*\]) ext (\[[^]]*\]); IoU with ours: face ([0-9.]+), "
+                     r"ext ([0-9.]+)", proc.stderr)
+    remote_face, remote_ext = json.loads(said[1]), json.loads(said[2])
+    # the printed IoUs are those of our boxes with the service's, and the request carries its boxes
+    assert float(said[3]) == round(iou(ours["face_bbox"], remote_face), 2) < 0.95
+    assert float(said[4]) == round(iou(ours["ext_bbox"], remote_ext), 2) < 0.99
+    assert lines[0]["request"]["input"]["face_bbox"] == remote_face
+    assert lines[0]["request"]["input"]["ext_bbox"] == remote_ext
 
 
 def test_cli_refuses_rejected_inputs_and_dry_run_sends_nothing(sandbox):
