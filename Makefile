@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/emo-prep check --preview $(DEMO_OUT) samples/; status=$$?; test $$status -le 1
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python bench/accuracy.py
