@@ -44,7 +44,7 @@ SCOPE: dict[str, list[str]] = {
                "xǁ_Coreǁ_detect_call", "xǁ_Coreǁ_submit_call", "xǁ_Coreǁ_task_call", "xǁ_Coreǁ_cancel_call",
                "xǁ_Coreǁ_list_call", "xǁ_Coreǁ_error", "xǁ_Coreǁ_decide", "xǁ_Coreǁ_after_failure",
                "xǁ_Coreǁ_no_answer", "x__oss_header", "x__safe_id", "x__check_size"],
-    "audio": ["x_check_audio", "x__decode", "x__sniff", "x__wav_claimed_seconds"],
+    "audio": ["x_check_audio", "x__decode", "x__wav_claimed_seconds"],
     "ledger": ["xǁLedgerǁupload_url", "xǁLedgerǁbegin_submit", "xǁLedgerǁsubmit_created", "xǁLedgerǁsubmit_refused",
                "xǁLedgerǁsubmit_unknown", "xǁLedgerǁsettle", "xǁLedgerǁunsettled_submits",
                "xǁLedgerǁmark_downloaded", "xǁLedgerǁdownload_failed", "xǁLedgerǁcommitted_cost"],

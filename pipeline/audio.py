@@ -1,4 +1,4 @@
-"""The audio check: format sniffed from the bytes, duration and level measured by decoding.
+"""The audio check: format read from the bytes by FFmpeg, duration and level measured by decoding.
 
 EMO takes wav or mp3, under 15 MB and under 60 s, with a clear voice (spec section 2).
 Other common formats (m4a/aac, ogg, flac, webm) are decoded with PyAV (FFmpeg) and converted
@@ -34,7 +34,8 @@ class AudioReport(Verdict):
 
     source: str
     format: str | None
-    """Sniffed container: wav, mp3, m4a, aac, ogg, flac or webm (None when unreadable)."""
+    """The container FFmpeg finds in the bytes: wav, mp3, m4a, aac, ogg, flac or webm (None when
+    unreadable); the file's name plays no part."""
     size: int
     """Bytes of the file as read."""
     duration_s: float | None
@@ -57,14 +58,6 @@ class AudioReport(Verdict):
                 "findings": [f.to_dict() for f in self.findings], "fixes": list(self.fixes)}
 
 
-def _sniff(data: bytes) -> str | None:
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "wav"
-    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
-        return "mp3"
-    return None
-
-
 def _failed(source: str, size: int, code: str, message: str) -> AudioReport:
     return AudioReport(source, None, size, None, None, (Finding(code, "error", message),))
 
@@ -83,10 +76,9 @@ def check_audio(source: str | os.PathLike[str] | bytes, *, source_id: str | None
             return _failed(name, 0, "audio_unreadable", exc.message)
     if not data:
         return _failed(name, 0, "audio_unreadable", f"{name}: empty file")
-    sniffed = _sniff(data)
     try:
         with av.logging.Capture(), av.open(io.BytesIO(data), mode="r") as container:
-            fmt = sniffed or _CONTAINER_NAMES.get(container.format.name)
+            fmt = _CONTAINER_NAMES.get(container.format.name)  # FFmpeg reads the bytes, never the name
             if not container.streams.audio:
                 return _failed(name, len(data), "audio_unreadable", f"{name}: no audio stream")
             samples, rate, square_sum, count, complete = _decode(container)

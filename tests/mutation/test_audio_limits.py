@@ -83,6 +83,26 @@ def test_a_wav_is_measured_and_kept_as_it_is():
                                 "rms_dbfs": round(report.rms_dbfs, 1), "findings": [], "fixes": []}
 
 
+def test_an_adts_aac_clip_is_aac_and_converted_not_taken_for_an_mp3():
+    """ADTS frames start 0xFFF1, which an MPEG-audio sync test (11 bits set) also matches: the
+    clip was called mp3 and uploaded unconverted, for the service to refuse."""
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="adts") as dst:
+        stream = dst.add_stream("aac", rate=44100)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 44100
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            dst.mux(packet)
+    data = out.getvalue()
+    assert data[:2] == b"\xff\xf1"
+    report = check_audio(data, source_id="tone.aac")
+    assert (report.format, report.fixes, report.ok) == ("aac", ("converted_from_aac",), True)
+    assert report.data[:4] == b"RIFF" and report.data[8:12] == b"WAVE"
+
+
 def test_a_header_announcing_a_little_more_is_tolerated_and_much_more_is_not():
     data = bytearray(wav(8000))
     at = data.index(b"data")
