@@ -10,10 +10,9 @@ import json
 import logging
 import os
 import subprocess
-import threading
 
 import pytest
-from conftest import EMO_PREP, SAMPLES
+from conftest import EMO_PREP, SAMPLES, loopback_http
 
 import pipeline
 from pipeline.client import USER_AGENT, AsyncEmoClient, EmoClient, RetryPolicy, resolve_base_url
@@ -55,12 +54,8 @@ def recorder():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+    with loopback_http(Handler) as url:
+        yield url, seen
 
 
 @pytest.mark.parametrize("env,expected", [

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import EMO_PREP, SAMPLES
+from conftest import EMO_PREP, SAMPLES, loopback_http
 from fuzzing import gzip_bomb
 
 from pipeline.audio import check_audio
@@ -56,11 +56,8 @@ def server(bomb):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_http(Handler) as url:
+        yield url
 
 
 #: Runs a command and prints its exit code and peak RSS (KB) last. The command is started from

@@ -9,12 +9,11 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import cv2
 import pytest
-from conftest import DATA, DATA34, EMO_PREP, ROOT, SAMPLES, labels
+from conftest import DATA, DATA34, EMO_PREP, ROOT, SAMPLES, labels, loopback_http
 from PIL import Image
 from test_bad_input import _png_header_only
 
@@ -299,15 +298,10 @@ class _Samples(http.server.SimpleHTTPRequestHandler):
 
 
 def test_a_url_is_fixed_and_named_after_its_path(checker, tmp_path):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Samples)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/astronaut_pair.jpg?size=full"
+    with loopback_http(_Samples) as base:
+        url = f"{base}/astronaut_pair.jpg?size=full"
         result = fix(url, "1:1", out_dir=tmp_path, checker=checker)
         _assert_honest_fix(result, checker)
         assert result.source == url and result.output == str(tmp_path / "astronaut_pair.fixed.jpg")
         missing = fix(url.replace("astronaut_pair", "nothing"), "1:1", out_dir=tmp_path, checker=checker)
         assert missing.status == "refused" and missing.reason.startswith("unreadable")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

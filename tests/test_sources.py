@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import http.server
-import threading
 
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, loopback_http
 
 from pipeline import check
 from pipeline.errors import InputError
@@ -34,12 +33,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_http(_Handler) as url:
+        yield url
 
 
 def test_url_is_fetched_and_checked(checker, server):

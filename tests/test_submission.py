@@ -10,13 +10,12 @@ import os
 import re
 import socket
 import subprocess
-import threading
 from collections import Counter
 
 import av
 import httpx
 import pytest
-from conftest import DATA34, EMO_PREP, SAMPLES
+from conftest import DATA34, EMO_PREP, SAMPLES, loopback_http
 
 from pipeline import upload_form
 from pipeline.boxes import iou
@@ -308,11 +307,8 @@ class _FlakyResults(http.server.BaseHTTPRequestHandler):
 
 
 def test_downloads_retry_a_server_error_then_give_up_leaving_nothing(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyResults)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
     policy = RetryPolicy(max_retries=2, initial_s=0.01, max_s=0.01)
-    try:
+    with loopback_http(_FlakyResults) as base:
         with EmoClient(api_key=KEY, base_url=base, retry=policy) as client:
             assert client.download(f"{base}/sync.mp4", tmp_path / "sync.mp4").stat().st_size == 4096
             with pytest.raises(ServerError):
@@ -326,9 +322,6 @@ def test_downloads_retry_a_server_error_then_give_up_leaving_nothing(tmp_path):
                 return done
 
         assert asyncio.run(run()).stat().st_size == 4096
-    finally:
-        server.shutdown()
-        server.server_close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["async.mp4", "sync.mp4"]
     # one retry after the first 500 for each good file; 1 + max_retries tries for the broken one
     assert Counter(_FlakyResults.hits) == {"/sync.mp4": 2, "/async.mp4": 2, "/broken.mp4": 6}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import LoopbackServer
 
 from pipeline.client import EmoClient, RetryPolicy, parse_retry_after, resolve_base_url
 from pipeline.errors import (
@@ -91,7 +92,7 @@ class Host:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer((self.ip, 0), Handler)
+        self.server = LoopbackServer((self.ip, 0), Handler)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
