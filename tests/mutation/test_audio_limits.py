@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import wave
 
 import numpy as np
 import pytest
 
-from pipeline.audio import check_audio
+from pipeline.audio import _wav_claimed_seconds, check_audio
 from pipeline.config import AUDIO_MAX_BYTES, AUDIO_MAX_SECONDS, AUDIO_SILENT_DBFS
 
 
@@ -172,3 +173,39 @@ def test_bytes_without_a_name_and_a_missing_file(tmp_path):
     report = check_audio(tmp_path / "gone.wav")
     assert (report.source, report.size) == (str(tmp_path / "gone.wav"), 0)
     assert report.findings[0].code == "audio_unreadable" and "No such file" in report.findings[0].message
+
+
+def _riff(*chunks: tuple[bytes, bytes]) -> bytes:
+    """A RIFF/WAVE file of the given (id, payload) chunks, each padded to an even length."""
+    body = b"".join(cid + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1) for cid, data in chunks)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+def _fmt(byte_rate: int) -> tuple[bytes, bytes]:
+    return b"fmt ", struct.pack("<HHIIHH", 1, 1, byte_rate // 2, byte_rate, 2, 16)
+
+
+@pytest.mark.parametrize("data,seconds", [
+    (_riff(_fmt(88200), (b"data", b"\0" * 88200)), 1.0),
+    # an odd-sized chunk before the data is followed by its pad byte
+    (_riff(_fmt(88200), (b"LIST", b"abc"), (b"data", b"\0" * 44100)), 0.5),
+    (_riff(_fmt(88200), (b"LIST", b"abcde"), (b"data", b"\0" * 44100)), 0.5),
+    # a byte rate past 2**31 is unsigned, never a negative duration
+    (_riff(_fmt(2**31), (b"data", b"\0" * 8)), 8 / 2**31),
+], ids=["plain", "odd-chunk-3", "odd-chunk-5", "huge-byte-rate"])
+def test_the_wav_header_is_walked_chunk_by_chunk(data, seconds):
+    assert _wav_claimed_seconds(data) == pytest.approx(seconds)
+
+
+def test_a_data_header_at_the_very_end_is_still_read():
+    data = _riff(_fmt(88200)) + b"data" + struct.pack("<I", 88200 * 30)  # the header, no samples
+    assert _wav_claimed_seconds(data) == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("data", [
+    _riff((b"data", b"\0" * 100), _fmt(88200)),  # no byte rate known when the data chunk comes
+    _riff(_fmt(88200), (b"LIST", b"ab")),  # no data chunk at all
+    _riff(_fmt(88200)) + b"LIST" + struct.pack("<I", 10**6),  # a chunk claiming past the end
+], ids=["data-before-fmt", "no-data", "chunk-past-the-end"])
+def test_no_claim_is_read_where_the_header_gives_none(data):
+    assert _wav_claimed_seconds(data) is None
